@@ -1,0 +1,1 @@
+"""Calibration stage (PyTorch): FP model + calibration data -> recipe (bounds per quantizer site)."""

@@ -1,0 +1,59 @@
+"""`srq` entry point: argument parsing only; each sub-command lazily imports its stage.
+
+Exit codes: 0 success, 1 a release gate or lint rule failed, 2 bad input (message names
+the file and the cause), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from srq import __version__
+from srq.errors import GateFailure, SrqError
+
+# name -> (module under srq.pipeline.commands, one-line help). Modules are imported only
+# when their command runs, so `srq upscale` never imports torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srq",
+        description=(
+            "Quantize a super-resolution network to W8A8..W2A2, export it as QDQ ONNX, "
+            "build an ONNX Runtime or TensorRT engine and gate its release on image quality."
+        ),
+        epilog="Run `srq COMMAND --help` for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"srq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(f"srq.pipeline.commands.{module}")
+        p = sub.add_parser(name, help=help_text, description=mod.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except SrqError as exc:
+        print(f"srq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except GateFailure as exc:
+        for line in exc.lines:
+            print(f"srq {args.command}: FAILED: {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"srq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""PyTorch SR model zoo: architecture detection from state-dict keys (spandrel registry + srq's own architecture files) and checkpoint loading."""
