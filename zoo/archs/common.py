@@ -1,0 +1,35 @@
+"""Helpers shared by srq's architecture files: descriptor construction and state-dict counting.
+
+Multi-scale networks (one set of weights, scale picked at run time: CARN-M, FSRCNN, PAN x2/x3)
+expose ``scales: tuple[int, ...]`` and ``at_scale(scale) -> nn.Module``, a copy whose
+``forward(x)`` runs at that scale. ``srq.zoo.loader`` uses this to fix the scale at load time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
+from torch import nn
+
+
+def count_numbered(state_dict: StateDict, prefix: str) -> int:
+    """Number of consecutive ``{prefix}1.``, ``{prefix}2.``, ... module names (1-based, no dot)."""
+    found = {int(m.group(1)) for k in state_dict if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", k))}
+    n = 0
+    while n + 1 in found:
+        n += 1
+    return n
+
+
+def sr_descriptor(
+    arch: Architecture, model: nn.Module, state_dict: StateDict, *, scale: int, channels: int,
+    tags: list[str], min_size: int = 0,
+) -> ImageModelDescriptor:
+    """Load ``state_dict`` into ``model`` (strict) and describe it as an SR model (same in/out channels)."""
+    return ImageModelDescriptor(
+        model, state_dict, architecture=arch, purpose="SR", tags=tags,
+        supports_half=False, supports_bfloat16=False, scale=scale,
+        input_channels=channels, output_channels=channels,
+        size_requirements=SizeRequirements(minimum=min_size),
+    )
