@@ -1,0 +1,123 @@
+"""ONNX Runtime engine: CPU execution provider, CUDA / TensorRT providers where present.
+
+Why not Polygraphy's ``OnnxrtRunner`` / ``SessionFromOnnx``: the loader exposes neither
+the thread count nor ``optimized_model_filepath``, and the runner's ``infer`` probes every
+input with ``util.array.is_torch``, which imports torch when it is installed (this stage
+must never import torch). The session is built here with ``onnxruntime`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from srq.errors import SrqError
+from srq.runtime.engine import Engine, check_fixed_shape
+
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Session settings. ``threads``: intra-op threads, 0 = ONNX Runtime's default (one
+    per physical core). ``optimization``: one of OPT_LEVELS. ``providers``: keys of
+    PROVIDERS in priority order. ``save_optimized``: write the optimized graph next to the
+    model as ``<stem>.ort-opt.onnx`` (what actually ran, for reproducibility)."""
+
+    threads: int = 0
+    optimization: str = "all"
+    providers: tuple[str, ...] = ("cpu",)
+    save_optimized: bool = True
+
+
+def optimized_model_path(model: Path) -> Path:
+    """Where ``save_optimized`` writes the optimized graph: ``<dir>/<stem>.ort-opt.onnx``."""
+    return model.with_name(model.stem + ".ort-opt.onnx")
+
+
+def available_providers() -> list[str]:
+    """Keys of PROVIDERS that this onnxruntime build offers."""
+    have = set(ort.get_available_providers())
+    return [key for key, name in PROVIDERS.items() if name in have]
+
+
+class OrtEngine(Engine):
+    """An ONNX model in an ``onnxruntime.InferenceSession`` with a fixed ``(1, C, H, W)`` input."""
+
+    def __init__(self, path: str | os.PathLike, options: OrtOptions = OrtOptions()):
+        self.path = Path(path)
+        self.options = options
+        if not self.path.is_file():
+            raise SrqError(f"{self.path}: no such engine file")
+        if options.optimization not in OPT_LEVELS:
+            raise SrqError(f"optimization level {options.optimization!r}: expected one of "
+                           f"{', '.join(OPT_LEVELS)}")
+        missing = [p for p in options.providers if p not in available_providers()]
+        if missing:
+            raise SrqError(f"execution provider(s) {', '.join(missing)} not available here "
+                           f"(available: {', '.join(available_providers())})")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        so.graph_optimization_level = OPT_LEVELS[options.optimization]
+        so.log_severity_level = 3  # errors only; warnings about unused initializers are noise
+        tmp = None
+        if options.save_optimized:
+            final = optimized_model_path(self.path)
+            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+            so.optimized_model_filepath = str(tmp)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=so,
+                providers=[PROVIDERS[p] for p in options.providers])
+            if tmp is not None:
+                os.replace(tmp, final)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SrqError(f"{self.path}: ONNX Runtime cannot load it: {first}") from exc
+        finally:
+            if tmp is not None and tmp.exists():
+                tmp.unlink()
+        self._read_io()
+
+    def _read_io(self) -> None:
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        if len(ins) != 1 or len(outs) != 1:
+            raise SrqError(f"{self.path}: expected one input and one output, got "
+                           f"{[i.name for i in ins]} -> {[o.name for o in outs]}")
+        if ins[0].type not in _NP_TYPES:
+            raise SrqError(f"{self.path}: input {ins[0].name} is {ins[0].type}, expected float")
+        self.input_name, self.output_name = ins[0].name, outs[0].name
+        self.input_shape = check_fixed_shape(list(ins[0].shape), "input", self.path)
+        self._dtype = _NP_TYPES[ins[0].type]
+        declared = list(outs[0].shape)
+        if len(declared) == 4 and all(isinstance(d, int) for d in declared[1:]):
+            self.output_shape = (1, *declared[1:])
+        else:  # shape inference could not propagate: ask the model itself
+            self.output_shape = tuple(self.run(np.zeros(self.input_shape, np.float32)).shape)
+        _ = self.scale  # validates the pair of shapes
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if x.shape != self.input_shape:
+            raise ValueError(f"{self.path.name}: tile shape {x.shape} != engine input {self.input_shape}")
+        feed = {self.input_name: np.ascontiguousarray(x, dtype=self._dtype)}
+        (y,) = self.session.run([self.output_name], feed)
+        return y.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,77 @@
+"""Whole images of any size through a fixed-shape engine: overlapping tiles, centres kept.
+
+Tiles are placed so that the first starts at the image's top/left edge and the last ends
+at its bottom/right edge (the last one is shifted back, not padded), consecutive tiles
+overlapping by at least ``2 * overlap`` LR pixels. Each output pixel comes from the one
+tile whose kept region contains it; the boundary between two tiles lies in the middle of
+their overlap, so every kept pixel has at least ``overlap`` pixels of real context on each
+side inside its tile. For a CNN whose receptive-field radius is <= ``overlap`` this is
+exact: a tile then computes the same value as the whole image would, and tile edges that
+lie on the image edge see the network's own zero padding exactly as the whole image does.
+Only a dimension smaller than the tile is padded (reflect) up to the tile; those output
+pixels near the padded edge differ from what a network exported at that exact size gives.
+Why our own code: Polygraphy, ONNX Runtime and the imaging libraries offer no tiled SR
+inference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from srq.errors import SrqError
+from srq.runtime.engine import Engine
+
+
+def tile_layout(length: int, tile: int, overlap: int) -> list[tuple[int, int, int]]:
+    """Tiles along one axis as ``(start, keep_from, keep_to)`` in LR pixels.
+
+    ``start``: the tile's first pixel; ``[keep_from, keep_to)``: the image pixels taken
+    from it. The kept ranges partition ``[0, length)``. ``length <= tile``: one tile at 0.
+    """
+    if overlap < 0:
+        raise SrqError(f"tile overlap {overlap}: must be >= 0")
+    if length <= tile:
+        return [(0, 0, length)]
+    step = tile - 2 * overlap
+    if step < 1:
+        raise SrqError(f"tile overlap {overlap}: too large for a {tile}-pixel tile "
+                       f"(needs 2 * overlap < {tile})")
+    n = -(-(length - tile) // step) + 1
+    starts = [min(i * step, length - tile) for i in range(n)]
+    cuts = [0] + [s1 + (s0 + tile - s1) // 2 for s0, s1 in zip(starts, starts[1:])] + [length]
+    return [(s, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
+
+
+def upscale(engine: Engine, img: np.ndarray, overlap: int = 8,
+            progress: bool | None = None) -> np.ndarray:
+    """Run ``engine`` over ``img (H, W, C)`` (or ``(H, W)`` for C = 1) float32 in [0, 1].
+
+    Returns ``(s*H, s*W, C)`` (or ``(s*H, s*W)``) float32, not clipped. ``overlap``: LR
+    context pixels kept around each tile's centre (>= the network's receptive-field
+    radius for a seamless, exact result). ``progress``: tqdm bar over tiles; None shows
+    it only on a terminal.
+    """
+    flat = img.ndim == 2
+    x = img[:, :, None] if flat else img
+    if x.ndim != 3 or x.shape[2] != engine.channels:
+        raise SrqError(f"image of shape {img.shape} does not match {engine.path.name}, "
+                       f"which takes {engine.channels} channel(s)")
+    h, w, c = x.shape
+    th, tw = engine.tile
+    s = engine.scale
+    pad_h, pad_w = max(th - h, 0), max(tw - w, 0)
+    if pad_h or pad_w:
+        x = np.pad(x, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+    rows, cols = tile_layout(h, th, overlap), tile_layout(w, tw, overlap)
+    out = np.empty((h * s, w * s, c), np.float32)
+    with tqdm(total=len(rows) * len(cols), desc=f"tiles {engine.path.name}", unit="tile",
+              leave=False, disable=None if progress is None else not progress) as bar:
+        for y0, ya, yb in rows:
+            for x0, xa, xb in cols:
+                tile = x[y0:y0 + th, x0:x0 + tw].transpose(2, 0, 1)[None]
+                y = engine.run(np.ascontiguousarray(tile, dtype=np.float32))[0].transpose(1, 2, 0)
+                out[ya * s:yb * s, xa * s:xb * s] = \
+                    y[(ya - y0) * s:(yb - y0) * s, (xa - x0) * s:(xb - x0) * s]
+                bar.update()
+    return out[:, :, 0] if flat else out
