@@ -16,6 +16,7 @@ from srq.errors import GateFailure, SrqError
 # name -> (module under srq.pipeline.commands, one-line help). Modules are imported only
 # when their command runs, so `srq upscale` never imports torch.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "upscale": ("upscale", "upscale images or folders with an ONNX / TensorRT engine (tiled)"),
 }
 
 

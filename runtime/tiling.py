@@ -10,6 +10,8 @@ exact: a tile then computes the same value as the whole image would, and tile ed
 lie on the image edge see the network's own zero padding exactly as the whole image does.
 Only a dimension smaller than the tile is padded (reflect) up to the tile; those output
 pixels near the padded edge differ from what a network exported at that exact size gives.
+``upscale_rgb`` also runs Y-only models (FSRCNN-style, C = 1): BT.601 Y through the engine,
+Cb/Cr by MATLAB bicubic, as those models are evaluated in the literature.
 Why our own code: Polygraphy, ONNX Runtime and the imaging libraries offer no tiled SR
 inference.
 """
@@ -20,6 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from srq.errors import SrqError
+from srq.imaging.color import rgb2ycbcr, ycbcr2rgb
+from srq.imaging.resize import imresize
 from srq.runtime.engine import Engine
 
 
@@ -75,3 +79,20 @@ def upscale(engine: Engine, img: np.ndarray, overlap: int = 8,
                     y[(ya - y0) * s:(yb - y0) * s, (xa - x0) * s:(xb - x0) * s]
                 bar.update()
     return out[:, :, 0] if flat else out
+
+
+def upscale_rgb(engine: Engine, rgb: np.ndarray, overlap: int = 8,
+                progress: bool | None = None) -> np.ndarray:
+    """``rgb (H, W, 3)`` float32 in [0, 1] -> ``(s*H, s*W, 3)`` float32, not clipped.
+
+    A 3-channel engine gets the RGB image; a 1-channel (Y-only) engine gets BT.601 Y / 255
+    (studio range, 16..235 / 255) and Cb/Cr are upscaled by MATLAB bicubic.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"upscale_rgb: expected (H, W, 3), got {rgb.shape}")
+    if engine.channels == 3:
+        return upscale(engine, rgb, overlap, progress)
+    ycc = rgb2ycbcr(rgb)  # (H, W, 3) float64, 0..255
+    y = upscale(engine, (ycc[:, :, 0] / 255.0).astype(np.float32), overlap, progress)
+    cbcr = imresize(ycc[:, :, 1:], output_size=y.shape)
+    return ycbcr2rgb(np.concatenate([y[:, :, None] * 255.0, cbcr], axis=2)).astype(np.float32)
