@@ -10,7 +10,8 @@ to BT.601 Y in the 0..255 range without rounding (``rgb2y``), then:
   over 'valid' windows only (BasicSR runs cv2.filter2D and crops 5 px, which is the same),
   mean of the SSIM map.
 
-Everything is float64 (BasicSR computes Y in float32; the difference is ~1e-5 dB).
+Everything is float64 (BasicSR computes Y in float32: per-image PSNR differs by < 1e-6 dB
+on Set5/Set14 bicubic x2-x4).
 Why our own code: the Gaussian filter is a separable 11-tap 'valid' correlation, a few
 numpy lines; OpenCV would be a heavy dependency for it and scikit-image's SSIM (a test
 dependency only) pads with reflection and crops afterwards instead of filtering 'valid'.
