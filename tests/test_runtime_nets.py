@@ -55,6 +55,27 @@ def make_sr_onnx(path: Path, hw: tuple[int, int], channels: int = 3, scale: int 
     return path
 
 
+def quantize_w8a8(fp: Path, out: Path, seed: int = 0) -> Path:
+    """ONNX Runtime's own static QDQ quantizer (W8 per-channel, A8 asymmetric), MinMax on
+    four random tiles: a real integer model of the same network to check against."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    shape = [d.dim_value for d in onnx.load(fp).graph.input[0].type.tensor_type.shape.dim]
+
+    class Tiles(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(seed)
+            self.feeds = iter([{"lr": rng.random(shape, np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(fp), str(out), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
 def test_tiny_sr_net_is_nearest_upscale_plus_a_small_body(tmp_path):
     """With the body switched off the network is exactly nearest-neighbour x2 (checks the DepthToSpace wiring)."""
     import onnxruntime as ort
