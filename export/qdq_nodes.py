@@ -1,0 +1,196 @@
+"""Q/DQ insertion primitives: one small function per pattern over an onnx-graphsurgeon ``gs.Graph``.
+
+Each function edits the graph in place (graphsurgeon's model: nodes and tensors are plain
+objects) and returns the tensor it created; callers run ``graph.cleanup().toposort()`` once
+at the end. Patterns:
+
+* activation site on ONE consumer input: ``QuantizeLinear(s, zp) -> [Clip(qmin, qmax) on the
+  integer tensor, only when the grid is narrower than the container] -> DequantizeLinear``;
+  other consumers of the same producer keep the float tensor (shared producers stay exact);
+* weight site: integer initializer (uint8/int8 container, or packed int4/uint4/int2/uint2)
+  -> ``DequantizeLinear`` (per-channel ``axis``) -> consumer;
+* bias as ``DequantizeLinear(int32, s_x * s_w)`` (what ONNX Runtime's QLinearConv / QGemm
+  selectors require, see docs/export-ort-fusion.md);
+* an exact per-output-channel addend folded into a bias, or an explicit ``Add`` of a constant
+  map on a node's output (bias correction where a fold is not exact);
+* model ``metadata_props``.
+
+Packed sub-byte initializers are built with ``onnx.numpy_helper.from_array`` on ``ml_dtypes``
+arrays, because graphsurgeon's ``Constant(export_dtype=...)`` converts only from float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
+# Integer containers: numpy dtype used to hold the values, ONNX type, representable range.
+CONTAINERS: dict[str, tuple[type, int, int, int]] = {
+    "uint8": (np.uint8, onnx.TensorProto.UINT8, 0, 255),
+    "int8": (np.int8, onnx.TensorProto.INT8, -128, 127),
+    "uint4": (ml_dtypes.uint4, onnx.TensorProto.UINT4, 0, 15),
+    "int4": (ml_dtypes.int4, onnx.TensorProto.INT4, -8, 7),
+    "uint2": (ml_dtypes.uint2, onnx.TensorProto.UINT2, 0, 3),
+    "int2": (ml_dtypes.int2, onnx.TensorProto.INT2, -2, 1),
+    "int32": (np.int32, onnx.TensorProto.INT32, -(2**31), 2**31 - 1),
+}
+
+
+@dataclass(frozen=True)
+class IntGrid:
+    """Integer grid ``q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax)``.
+
+    ``scale`` float32 and ``zero_point`` int: scalar (per-tensor) or 1-D ``[C]`` along ``axis``.
+    ``container``: a key of ``CONTAINERS`` holding ``[qmin, qmax]``.
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    qmin: int
+    qmax: int
+    container: str
+    axis: int | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = CONTAINERS[self.container][2:]
+        if not lo <= self.qmin < self.qmax <= hi:
+            raise ValueError(f"grid [{self.qmin}, {self.qmax}] does not fit the {self.container} container")
+        if np.shape(self.scale) != np.shape(self.zero_point):
+            raise ValueError("scale and zero_point shapes differ")
+        if (np.ndim(self.scale) == 1) != (self.axis is not None):
+            raise ValueError("a 1-D scale needs an axis, a scalar scale none")
+
+    @property
+    def narrower_than_container(self) -> bool:
+        lo, hi = CONTAINERS[self.container][2:]
+        return (self.qmin, self.qmax) != (lo, hi)
+
+
+def int_constant(name: str, values: np.ndarray, container: str) -> gs.Constant:
+    """Initializer of integer ``values`` stored as ``container`` (sub-byte types packed two/four per byte)."""
+    dtype, _, lo, hi = CONTAINERS[container]
+    values = np.asarray(values)
+    if values.size and (values.min() < lo or values.max() > hi):
+        raise ValueError(f"{name}: values outside the {container} range [{lo}, {hi}]")
+    if container in ("uint8", "int8", "int32"):
+        return gs.Constant(name, values.astype(dtype))
+    return gs.Constant(name, LazyValues(onnx.numpy_helper.from_array(values.astype(dtype), name)))
+
+
+def _qparams(grid: IntGrid, name: str) -> tuple[gs.Constant, gs.Constant]:
+    scale = gs.Constant(f"{name}_scale", np.asarray(grid.scale, dtype=np.float32))
+    zero_point = int_constant(f"{name}_zero_point", np.asarray(grid.zero_point), grid.container)
+    return scale, zero_point
+
+
+def _axis_attrs(grid: IntGrid) -> dict[str, int]:
+    return {} if grid.axis is None else {"axis": int(grid.axis)}
+
+
+def quantize_activation_input(graph: gs.Graph, consumer: gs.Node, input_index: int, grid: IntGrid,
+                              name: str) -> gs.Variable:
+    """Insert ``Q -> [Clip] -> DQ`` on ``consumer.inputs[input_index]`` only; returns the DQ output.
+
+    The ``Clip`` acts on the integer tensor (bounds of the container type), so the producer's
+    ``... -> Q`` pattern stays intact for ONNX Runtime's QDQ fusion.
+    """
+    x = consumer.inputs[input_index]
+    scale, zero_point = _qparams(grid, name)
+    q = gs.Variable(f"{name}_q", dtype=CONTAINERS[grid.container][0], shape=x.shape)
+    nodes = [gs.Node("QuantizeLinear", f"{name}_QuantizeLinear", attrs=_axis_attrs(grid),
+                     inputs=[x, scale, zero_point], outputs=[q])]
+    if grid.narrower_than_container:
+        clipped = gs.Variable(f"{name}_q_clipped", dtype=q.dtype, shape=x.shape)
+        nodes.append(gs.Node("Clip", f"{name}_Clip", inputs=[
+            q, int_constant(f"{name}_qmin", np.array(grid.qmin), grid.container),
+            int_constant(f"{name}_qmax", np.array(grid.qmax), grid.container)], outputs=[clipped]))
+        q = clipped
+    y = gs.Variable(f"{name}_dq", dtype=np.float32, shape=x.shape)
+    nodes.append(gs.Node("DequantizeLinear", f"{name}_DequantizeLinear", attrs=_axis_attrs(grid),
+                         inputs=[q, scale, zero_point], outputs=[y]))
+    graph.nodes.extend(nodes)
+    consumer.inputs[input_index] = y
+    return y
+
+
+def dequantize_weight_input(graph: gs.Graph, consumer: gs.Node, input_index: int, q_values: np.ndarray,
+                            grid: IntGrid, name: str) -> gs.Variable:
+    """Replace ``consumer.inputs[input_index]`` by ``DQ(q_values)``; ``q_values`` integers on ``grid``.
+
+    ``q_values`` has the float weight's shape; ``grid.axis`` is the per-channel axis of that shape.
+    """
+    if q_values.min() < grid.qmin or q_values.max() > grid.qmax:
+        raise ValueError(f"{name}: quantized weight outside [{grid.qmin}, {grid.qmax}]")
+    old = consumer.inputs[input_index]
+    if tuple(old.shape) != q_values.shape:
+        raise ValueError(f"{name}: quantized weight shape {q_values.shape} != {tuple(old.shape)}")
+    scale, zero_point = _qparams(grid, name)
+    y = gs.Variable(f"{name}_dq", dtype=np.float32, shape=q_values.shape)
+    graph.nodes.append(gs.Node("DequantizeLinear", f"{name}_DequantizeLinear", attrs=_axis_attrs(grid), inputs=[
+        int_constant(f"{name}_quantized", q_values, grid.container), scale, zero_point], outputs=[y]))
+    consumer.inputs[input_index] = y
+    return y
+
+
+def dequantize_bias_input(graph: gs.Graph, consumer: gs.Node, bias_index: int, bias_scale: np.ndarray,
+                          name: str) -> gs.Variable:
+    """Replace a float bias constant by ``DQ(int32 round_half_even(b / bias_scale))``, zp 0, axis 0.
+
+    ``bias_scale``: float32 ``s_x * s_w``, scalar or ``[C_out]``; values saturate to int32.
+    """
+    bias = np.asarray(consumer.inputs[bias_index].values, dtype=np.float32)
+    step = np.broadcast_to(np.asarray(bias_scale, dtype=np.float32), bias.shape)
+    q = np.clip(np.round(bias / step), -(2.0**31), 2.0**31 - 1).astype(np.int32)
+    y = gs.Variable(f"{name}_dq", dtype=np.float32, shape=bias.shape)
+    graph.nodes.append(gs.Node("DequantizeLinear", f"{name}_DequantizeLinear", attrs={"axis": 0}, inputs=[
+        gs.Constant(f"{name}_quantized", q), gs.Constant(f"{name}_scale", step.copy()),
+        gs.Constant(f"{name}_zero_point", np.zeros(bias.shape, np.int32))], outputs=[y]))
+    consumer.inputs[bias_index] = y
+    return y
+
+
+def fold_into_bias(graph: gs.Graph, consumer: gs.Node, addend: np.ndarray, name: str) -> gs.Constant:
+    """Add a per-output-channel ``addend[C_out]`` to a Conv/Gemm's float bias (input 2), creating it if absent.
+
+    Exact for any ``consumer`` whose output is ``op(x) + bias``: the caller decides that the
+    addend is a constant per channel (Linear; Conv without zero padding).
+    """
+    addend = np.asarray(addend, dtype=np.float32)
+    if len(consumer.inputs) > 2 and consumer.inputs[2].name:
+        old = consumer.inputs[2]
+        if not isinstance(old, gs.Constant):
+            raise ValueError(f"{consumer.name}: bias is not a constant, cannot fold {name}")
+        values = np.asarray(old.values, dtype=np.float32) + addend
+    else:
+        values = addend.copy()
+    bias = gs.Constant(f"{name}_bias", values)
+    while len(consumer.inputs) < 3:
+        consumer.inputs.append(gs.Variable.empty())
+    consumer.inputs[2] = bias
+    return bias
+
+
+def add_output_constant(graph: gs.Graph, producer: gs.Node, addend: np.ndarray, name: str) -> gs.Variable:
+    """Insert ``Add(producer.outputs[0], addend)`` in front of all of its consumers; returns the sum.
+
+    ``addend`` broadcasts against the output (e.g. a border-dependent ``(1, C, H, W)`` map).
+    """
+    out = producer.outputs[0]
+    summed = gs.Variable(f"{name}_sum", dtype=out.dtype, shape=out.shape)
+    for node in list(out.outputs):
+        node.inputs[:] = [summed if t is out else t for t in node.inputs]
+    if out in graph.outputs:
+        graph.outputs[graph.outputs.index(out)] = summed
+    graph.nodes.append(gs.Node("Add", f"{name}_Add", inputs=[
+        out, gs.Constant(f"{name}_addend", np.asarray(addend, dtype=np.float32))], outputs=[summed]))
+    return summed
+
+
+def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    """Set ``model.metadata_props`` keys (replacing existing ones of the same key)."""
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **entries})
