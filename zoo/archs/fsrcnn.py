@@ -19,6 +19,7 @@ from srq.zoo.archs.common import sr_descriptor
 
 class FSRCNN(nn.Module):
     scales = (2, 3, 4)
+    scale_unrecorded = True  # the weights fit every stride: the file name or caller gives the scale
 
     def __init__(self, channels: int = 1, d: int = 56, s: int = 12, m: int = 4, scale: int = 2):
         super().__init__()

@@ -65,6 +65,7 @@ class PAN(nn.Module):
         super().__init__()
         self.scale = scale
         self.scales = (4,) if scale == 4 else (2, 3)
+        self.scale_unrecorded = scale != 4  # x2 and x3 weights have the same shapes
         self.conv_first = nn.Conv2d(in_nc, nf, 3, padding=1)
         self.SCPA_trunk = nn.Sequential(*(SCPA(nf) for _ in range(nb)))
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)

@@ -1,6 +1,8 @@
 """RFDN (Liu et al., AIM 2020 efficient-SR winner): residual feature distillation network, key layout of njulj/RFDN.
 
-Input/output ``(N, C, H, W)`` in [0, 1]. The ESA attention strides and max-pools its input
+Input/output ``(N, C, H, W)`` in [0, 1]. The released ``RFDN_AIM.pth`` was trained on [0, 255]
+pixels (the repository's ``uint2tensor4`` divides by 1.0 and ``tensor2uint`` clamps to 255; on
+[0, 1] input it scores below bicubic), so the net scales by ``rgb_range`` = 255 in and out. The ESA attention strides and max-pools its input
 (3x3/2 conv then 7x7/3 pool), so H and W must be at least 15.
 """
 
@@ -70,8 +72,10 @@ class RFDB(nn.Module):
 
 
 class RFDN(nn.Module):
-    def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3, scale: int = 4):
+    def __init__(self, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3, scale: int = 4,
+                 rgb_range: float = 255.0):
         super().__init__()
+        self.rgb_range = rgb_range
         self.num_modules = num_modules
         self.fea_conv = nn.Conv2d(in_nc, nf, 3, padding=1)
         for i in range(1, num_modules + 1):
@@ -81,13 +85,13 @@ class RFDN(nn.Module):
         self.upsampler = nn.Sequential(nn.Conv2d(nf, out_nc * scale**2, 3, padding=1), nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fea = self.fea_conv(x)
+        fea = self.fea_conv(x * self.rgb_range)
         outs, out = [], fea
         for i in range(1, self.num_modules + 1):
             out = getattr(self, f"B{i}")(out)
             outs.append(out)
         lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
-        return self.upsampler(lr)
+        return self.upsampler(lr) / self.rgb_range
 
 
 class RFDNArch(Architecture[RFDN]):
