@@ -17,7 +17,6 @@ from srq.errors import GateFailure, SrqError
 # when their command runs, so `srq upscale` never imports torch.
 COMMANDS: dict[str, tuple[str, str]] = {
     "lint": ("lint", "check a QDQ ONNX model against ONNX Runtime / TensorRT Q/DQ rules"),
-    "lint": ("lint", "check a QDQ ONNX model against ONNX Runtime / TensorRT Q/DQ rules"),
     "eval": ("evaluate", "PSNR/SSIM (Y channel, SR-paper convention) of a model on a benchmark"),
     "upscale": ("upscale", "upscale images or folders with an ONNX / TensorRT engine (tiled)"),
 }
