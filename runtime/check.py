@@ -24,7 +24,7 @@ from srq.runtime.engine import Engine
 from srq.runtime.gates import Gate, evaluate
 from srq.runtime.latency import measure_latency
 from srq.runtime.report import Crop, Report, prepare_report_dir, publish_report_dir, write_report
-from srq.runtime.tiling import upscale_rgb
+from srq.runtime.tiling import default_overlap, upscale_rgb
 
 CROP = 96  # HR pixels per side of the report's crops
 MAX_CROPS = 6
@@ -60,7 +60,7 @@ def sites_weight_bytes(sites: list[dict]) -> float | None:
 
 def run_check(fp: Engine, q: Engine, dataset: Iterable, scale: int, gates: list[Gate],
               report_dir: str | os.PathLike, reference_outputs: Mapping[str, np.ndarray] | None = None,
-              sites: list[dict] | None = None, overlap: int = 8, latency_runs: int = 20,
+              sites: list[dict] | None = None, overlap: int | None = None, latency_runs: int = 20,
               inputs: dict | None = None, progress: bool | None = None) -> Report:
     """Check ``q`` against ``fp`` on ``dataset`` (samples with ``name``, ``hr``, ``lr`` uint8).
 
@@ -71,6 +71,7 @@ def run_check(fp: Engine, q: Engine, dataset: Iterable, scale: int, gates: list[
     tmp = prepare_report_dir(report_dir)
     try:
         check_pair(fp, q, scale)
+        overlap = default_overlap(fp.tile) if overlap is None else overlap
         rows, crops = [], []
         for sample in tqdm(dataset, desc="check", unit="image", disable=None if progress is None else not progress):
             lr = sample.lr.astype(np.float32) / 255.0

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from srq.imaging.metrics import psnr, psnr_y, ssim_y, to_uint8
+from srq.imaging.metrics import SSIM_WINDOW, psnr, psnr_y, ssim_y, to_uint8
 
 PARITY_TOLERANCE = 1.0 / 255.0
 
 
-def quality_vs_gt(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
-    """``{"psnr_y", "ssim_y"}`` of float ``sr`` against uint8 ``hr`` (same shape), border = scale."""
+def quality_vs_gt(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float | None]:
+    """``{"psnr_y", "ssim_y"}`` of float ``sr`` against uint8 ``hr`` (same shape), border = scale.
+
+    ``ssim_y`` is None for images smaller than the SSIM window after the border crop.
+    """
     sr8 = to_uint8(sr)
-    return {"psnr_y": psnr_y(sr8, hr, crop_border=scale), "ssim_y": ssim_y(sr8, hr, crop_border=scale)}
+    big_enough = min(hr.shape[:2]) - 2 * scale >= SSIM_WINDOW
+    return {"psnr_y": psnr_y(sr8, hr, crop_border=scale),
+            "ssim_y": ssim_y(sr8, hr, crop_border=scale) if big_enough else None}
 
 
 def psnr_y_between(a: np.ndarray, b: np.ndarray, scale: int) -> float:

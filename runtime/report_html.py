@@ -65,9 +65,9 @@ def _crops_html(crops: list[Crop], folder: Path) -> str:
     for i, c in enumerate(crops):
         stem = f"{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', c.name)}"
         figs = []
-        for label, img in (("ground truth", c.gt), ("FP", c.fp), ("engine", c.q),
-                           ("|engine − FP|", heat_map(c.q, c.fp))):
-            uri = _png_uri(img, out_dir / f"{stem}_{label.split()[0].strip('|')}.png")
+        for key, label, img in (("gt", "ground truth", c.gt), ("fp", "FP", c.fp), ("engine", "engine", c.q),
+                                ("diff", "|engine − FP|", heat_map(c.q, c.fp))):
+            uri = _png_uri(img, out_dir / f"{stem}_{key}.png")
             figs.append(f'<figure><img src="{uri}" alt="{html.escape(label)}">'
                         f"<figcaption>{html.escape(label)}</figcaption></figure>")
         h, w = c.gt.shape[:2]

@@ -47,13 +47,21 @@ def tile_layout(length: int, tile: int, overlap: int) -> list[tuple[int, int, in
     return [(s, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
 
 
-def upscale(engine: Engine, img: np.ndarray, overlap: int = 8,
+DEFAULT_OVERLAP = 8
+
+
+def default_overlap(tile: tuple[int, int]) -> int:
+    """DEFAULT_OVERLAP, reduced for small tiles so that a tile's kept centre stays >= half of it."""
+    return min(DEFAULT_OVERLAP, (min(tile) - 1) // 4)
+
+
+def upscale(engine: Engine, img: np.ndarray, overlap: int | None = None,
             progress: bool | None = None) -> np.ndarray:
     """Run ``engine`` over ``img (H, W, C)`` (or ``(H, W)`` for C = 1) float32 in [0, 1].
 
     Returns ``(s*H, s*W, C)`` (or ``(s*H, s*W)``) float32, not clipped. ``overlap``: LR
     context pixels kept around each tile's centre (>= the network's receptive-field
-    radius for a seamless, exact result). ``progress``: tqdm bar over tiles; None shows
+    radius for a seamless, exact result; None: ``default_overlap``). ``progress``: tqdm bar over tiles; None shows
     it only on a terminal.
     """
     flat = img.ndim == 2
@@ -64,6 +72,7 @@ def upscale(engine: Engine, img: np.ndarray, overlap: int = 8,
     h, w, c = x.shape
     th, tw = engine.tile
     s = engine.scale
+    overlap = default_overlap(engine.tile) if overlap is None else overlap
     pad_h, pad_w = max(th - h, 0), max(tw - w, 0)
     if pad_h or pad_w:
         x = np.pad(x, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
@@ -81,7 +90,7 @@ def upscale(engine: Engine, img: np.ndarray, overlap: int = 8,
     return out[:, :, 0] if flat else out
 
 
-def upscale_rgb(engine: Engine, rgb: np.ndarray, overlap: int = 8,
+def upscale_rgb(engine: Engine, rgb: np.ndarray, overlap: int | None = None,
                 progress: bool | None = None) -> np.ndarray:
     """``rgb (H, W, 3)`` float32 in [0, 1] -> ``(s*H, s*W, 3)`` float32, not clipped.
 

@@ -44,7 +44,7 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def upscale_file(engine: Engine, src: Path, dst: Path, overlap: int) -> Path:
+def upscale_file(engine: Engine, src: Path, dst: Path, overlap: int | None = None) -> Path:
     """Read ``src``, upscale it with ``engine`` (tiled), write ``dst`` atomically."""
     img = read_image(src)
     gray = img.pixels.shape[2] == 1

@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("engine", help="the engine: .onnx (ONNX Runtime) or .engine/.plan (TensorRT)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--tile-overlap", type=int, default=8, metavar="N",
-                        help="LR context pixels kept around each tile (default: 8)")
+    parser.add_argument("--tile-overlap", type=int, default=None, metavar="N",
+                        help="LR context pixels kept around each tile (default: 8, less for "
+                             "tiles under 36 pixels)")
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="ONNX Runtime intra-op threads (default: 0 = one per physical core)")
 
