@@ -1,1 +1,20 @@
-"""Calibration stage (PyTorch): FP model + calibration data -> recipe (bounds per quantizer site)."""
+"""Calibration stage: quantizer placement, FP observation, bound search, recipe (model -> recipe).
+
+Public API::
+
+    recipe = calibrate(fp_module, CalibConfig(placement=PlacementConfig(policy="body", w_bits=4, a_bits=4),
+                                              search=SearchConfig(method="sorted")),
+                       batches, ModelInfo.of(sr_model))
+    recipe.save("recipe.json"); recipe = Recipe.load("recipe.json"); recipe.check_matches(sr_model)
+    sites = apply_recipe(fp_module_copy, recipe)   # fake-quantized, in place
+"""
+
+from srq.calib.api import CalibConfig, calibrate
+from srq.calib.quantizer import FakeQuantizer, QuantFormat, fake_quant, qparams
+from srq.calib.recipe import CalibMeta, ModelInfo, Recipe, SiteParams, apply_recipe
+from srq.calib.search import SearchConfig, search_bounds
+from srq.calib.sites import PlacementConfig, place_quantizers
+
+__all__ = ["CalibConfig", "CalibMeta", "FakeQuantizer", "ModelInfo", "PlacementConfig", "QuantFormat", "Recipe",
+           "SearchConfig", "SiteParams", "apply_recipe", "calibrate", "fake_quant", "place_quantizers", "qparams",
+           "search_bounds"]

@@ -1,0 +1,178 @@
+"""Quantized drop-in layers: Linear, Conv2d, batched MatMul, and SwinIR's window attention.
+
+Each quantized layer owns its quantizers as child modules named by role (``weight_q``,
+``input_q``; ``input_a``/``input_b`` for a MatMul), so a site's name is its module path.
+
+Bias handling follows ONNX Runtime's integer kernels: when input and weight are both
+quantized, the float bias is quantized to int32 at scale ``s_x * s_w`` (float32 product,
+zero point 0, round half to even, saturated to int32), per output channel with per-channel
+weights (``simulate_int32_bias``, on by default).
+
+Bias correction on an input (``Q_beta(x) = Q(x - beta) + beta``): the kernel consumes
+``Q(x - beta)`` and the ``W @ beta`` term is added on the output side. For Linear and for a
+Conv2d without zero padding it is a per-output-channel constant and joins the bias before the
+int32 rounding (exact fold). A zero-padded Conv2d sees ``beta`` only inside the image, so the
+term is the border-dependent map ``conv2d(beta * 1, W_q)``, added after the integer conv
+(export keeps it as an explicit constant Add); the int32 bias is then the original bias.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from srq.calib.quantizer import FakeQuantizer
+
+_INT32_MAX = 2**31 - 1
+
+
+def int32_bias(bias: Tensor, scale_x: Tensor, scale_w: Tensor) -> Tensor:
+    """``bias`` rounded to the int32 grid of step ``scale_x * scale_w`` (straight-through to ``bias``)."""
+    step = (scale_x * scale_w).detach()
+    q = torch.clamp(torch.round(bias.detach() / step), -_INT32_MAX - 1, _INT32_MAX) * step
+    return q + (bias - bias.detach())
+
+
+class WeightedQuantLayer(nn.Module):
+    """Shared logic of quantized Linear / Conv2d: weight and input quantizers and the bias rule."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def __init__(self, weight_q: FakeQuantizer, input_q: FakeQuantizer, simulate_int32_bias: bool) -> None:
+        super().__init__()
+        self.weight_q = weight_q
+        self.input_q = input_q
+        self.simulate_int32_bias = simulate_int32_bias
+
+    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _beta_term(self, x: Tensor, w: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """``W @ beta`` as (per-channel bias addend, output-map addend): one of them or neither."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight_q(self.weight)
+        if not self.input_q.quantizing:
+            return self._apply_op(self.input_q(x), w, self.bias)
+        xq = self.input_q.quantize_shifted(x)
+        bias, out_map = self.bias, None
+        if self.input_q.beta is not None:
+            fold, out_map = self._beta_term(x, w)
+            if fold is not None:
+                bias = fold if bias is None else bias + fold
+        if bias is not None and self.simulate_int32_bias and self.weight_q.quantizing:
+            bias = int32_bias(bias, self.input_q.qparams()[0], self.weight_q.qparams()[0])
+        y = self._apply_op(xq, w, bias)
+        return y if out_map is None else y + out_map
+
+
+class QuantLinear(WeightedQuantLayer):
+    """``nn.Linear`` with per-output-channel weight quantizer (axis 0) and per-tensor input quantizer."""
+
+    def __init__(self, linear: nn.Linear, weight_q: FakeQuantizer, input_q: FakeQuantizer,
+                 simulate_int32_bias: bool = True) -> None:
+        super().__init__(weight_q, input_q, simulate_int32_bias)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+
+    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        return F.linear(x, w, b)
+
+    def _beta_term(self, x: Tensor, w: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        return w @ self.input_q.beta.expand(w.shape[1]), None
+
+
+class QuantConv2d(WeightedQuantLayer):
+    """``nn.Conv2d`` (same stride/padding/dilation/groups) with weight and input quantizers."""
+
+    def __init__(self, conv: nn.Conv2d, weight_q: FakeQuantizer, input_q: FakeQuantizer,
+                 simulate_int32_bias: bool = True) -> None:
+        super().__init__(weight_q, input_q, simulate_int32_bias)
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"QuantConv2d supports explicit zero padding only, got {conv.padding_mode}/{conv.padding}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.weight = conv.weight
+        self.bias = conv.bias
+
+    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def _beta_term(self, x: Tensor, w: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        beta = self.input_q.beta
+        if all(p == 0 for p in self.padding):
+            per_group_in = w.shape[1]
+            return w.sum(dim=(2, 3)) @ beta.expand(per_group_in), None
+        ones = beta.reshape(1, 1, 1, 1).expand(1, x.shape[1], x.shape[2], x.shape[3])
+        return None, F.conv2d(ones, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+
+class QuantMatMul(nn.Module):
+    """Batched ``a @ b`` with per-tensor input quantizers ``input_a`` and ``input_b`` (no bias)."""
+
+    def __init__(self, input_a: FakeQuantizer, input_b: FakeQuantizer) -> None:
+        super().__init__()
+        self.input_a = input_a
+        self.input_b = input_b
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.input_a(a) @ self.input_b(b)
+
+
+class QuantQKV(nn.Module):
+    """SwinIR's fused ``qkv`` Linear split into three ``QuantLinear`` (2DQuant's qkv_separation).
+
+    ``q``, ``k``, ``v`` hold rows ``[0:C]``, ``[C:2C]``, ``[2C:3C]`` of the fused weight (views of
+    the original parameter, so the FP model is untouched) and their own input quantizers.
+    """
+
+    def __init__(self, q: QuantLinear, k: QuantLinear, v: QuantLinear) -> None:
+        super().__init__()
+        self.q, self.k, self.v = q, k, v
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.q(x), self.k(x), self.v(x)
+
+
+class QuantWindowAttention(nn.Module):
+    """SwinIR ``WindowAttention`` with quantized qkv (split), proj, ``Q @ K^T`` and ``A @ V``.
+
+    Same computation as spandrel's ``WindowAttention.forward``; takes over the original's
+    relative-position table, index buffer and scale. ``matmul_qk.input_a`` sees Q after the
+    ``head_dim^-0.5`` scaling, ``matmul_qk.input_b`` K (before the transpose),
+    ``matmul_av.input_a`` the post-softmax attention map A, ``matmul_av.input_b`` V.
+    """
+
+    def __init__(self, attn: nn.Module, qkv: QuantQKV, proj: QuantLinear, matmul_qk: QuantMatMul,
+                 matmul_av: QuantMatMul) -> None:
+        super().__init__()
+        self.dim, self.window_size, self.num_heads, self.scale = attn.dim, attn.window_size, attn.num_heads, attn.scale
+        self.relative_position_bias_table = attn.relative_position_bias_table
+        self.register_buffer("relative_position_index", attn.relative_position_index)
+        self.qkv, self.proj = qkv, proj
+        self.matmul_qk, self.matmul_av = matmul_qk, matmul_av
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        b_, n, c = x.shape
+        heads = self.num_heads
+
+        def split(t: Tensor) -> Tensor:  # (B_, N, C) -> (B_, heads, N, C / heads)
+            return t.reshape(b_, n, heads, c // heads).permute(0, 2, 1, 3)
+
+        q, k, v = (split(t) for t in self.qkv(x))
+        attn = self.matmul_qk(q * self.scale, k.transpose(-2, -1))
+        area = self.window_size[0] * self.window_size[1]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(area, area, -1)
+        attn = attn + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+        if mask is not None:
+            nw = mask.shape[0]
+            attn = attn.view(b_ // nw, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, heads, n, n)
+        attn = self.softmax(attn)
+        x = self.matmul_av(attn, v).transpose(1, 2).reshape(b_, n, c)
+        return self.proj(x)

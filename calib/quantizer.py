@@ -1,0 +1,217 @@
+"""Fake quantizer that computes exactly what ONNX QuantizeLinear -> Clip -> DequantizeLinear computes.
+
+Engine arithmetic reproduced (float32 throughout; ONNX Runtime CPU is the reference):
+
+* ``q = clamp(round_half_even(x / s) + zp, qmin, qmax)`` -- QuantizeLinear divides by the
+  scale, rounds half to even, adds the integer zero point and saturates to the container
+  (uint8 asymmetric, int8 symmetric); for ``b < 8`` an integer ``Clip`` to ``[qmin, qmax]``
+  follows (saturation and clip commute, so one clamp is exact).
+* ``y = (q - zp) * s`` -- DequantizeLinear.
+
+Integer ranges (``QuantFormat``):
+
+* asymmetric (ORT): ``[0, 2^b - 1]`` in a uint8 container; ``s = (ub - lb) / (2^b - 1)``;
+  ``zp = clamp(round_half_even(-lb / s), 0, 2^b - 1)``. The grid is anchored at the snapped
+  lower bound ``-zp * s`` (0 is always a level); when ``lb > 0`` (or ``ub < 0``) the zero point
+  clamps and the representable range is ``[0, (2^b - 1) s]`` (resp. ``[-(2^b - 1) s, 0]``).
+* symmetric (TensorRT, ``zp = 0``, int8 container): ``s = max(|lb|, |ub|) / (2^(b-1) - 1)``;
+  activations use the full range ``[-2^(b-1), 2^(b-1) - 1]`` and weights the narrow range
+  ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` -- TensorRT's / ModelOpt's convention (amax / 127 at 8 bits).
+
+Degenerate bounds (``ub - lb`` not above the smallest normal float32 times ``qmax - qmin``,
+which includes ``lb == ub``, constant tensors and bounds crossed during training; or
+``max(|lb|, |ub|) == 0`` when symmetric) fall back to ``s = max(|lb|, |ub|) / (2^b - 1)`` (asymmetric) or
+``/ (2^(b-1) - 1)`` (symmetric), and to ``s = 1`` when that is 0 too: a constant tensor ``c``
+then quantizes to ``c`` itself (up to one float32 rounding) and 0 stays 0.
+
+Gradients (straight-through rounding; 2DQuant's Eq. 2 with the snapped grid). With
+``t = x / s + zp`` (continuous) and ``in = [qmin <= t <= qmax]``:
+
+* ``dy/dx = in``;
+* ``dy/ds = in * (round(x/s) - x/s) + (1 - in) * (q - zp)`` (rounding residual inside,
+  the clipped level outside);
+* ``dy/dzp = -(1 - in) * s``;
+* ``zp = clamp(round_ste(-lb / s), 0, 2^b - 1)`` passes ``d(-lb/s)`` straight through (zero
+  where clamped), and ``s`` carries ``1/(2^b - 1)`` to ``ub`` and ``-1/(2^b - 1)`` to ``lb``.
+
+Composed, inside the range ``dy/dub = (r - x/s)/(2^b - 1) = -dy/dlb`` and above / below it
+``dy/dub ~= 1`` / ``dy/dlb ~= 1`` (exactly 1 when ``lb`` sits on the grid), i.e. Eq. 2 with
+``l`` replaced by the snapped ``-zp * s``. Symmetric mode routes the scale gradient to the
+bound with the larger magnitude. Bias correction (2DQuant+): ``Q_beta(v) = Q(v - beta) + beta``,
+``dQ_beta/dbeta = 1 - in``.
+
+Written here rather than taken from torch.ao's ``fake_quantize_per_*_affine``: those take a
+float zero point in a non-ONNX form, snap nothing, and give no gradient to bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from srq.errors import SrqError
+
+Kind = Literal["weight", "activation"]
+Mode = Literal["fp", "observe", "quant"]
+_TINY = torch.finfo(torch.float32).tiny
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    """Integer format of one quantizer: ``bits`` in 2..8, asymmetric (uint8) or symmetric (int8, zp 0)."""
+
+    bits: int
+    symmetric: bool = False
+    narrow: bool = False  # symmetric only: [-(2^(b-1)-1), 2^(b-1)-1] (TensorRT weights)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise SrqError(f"bits={self.bits}: must be between 2 and 8")
+        if self.narrow and not self.symmetric:
+            raise SrqError("narrow range is only defined for symmetric quantization")
+
+    @property
+    def qmin(self) -> int:
+        if not self.symmetric:
+            return 0
+        return -(2 ** (self.bits - 1)) + (1 if self.narrow else 0)
+
+    @property
+    def qmax(self) -> int:
+        return 2**self.bits - 1 if not self.symmetric else 2 ** (self.bits - 1) - 1
+
+    @property
+    def levels(self) -> int:
+        return self.qmax - self.qmin + 1
+
+
+def round_ste(t: Tensor) -> Tensor:
+    """Round half to even with an identity gradient; the forward value is exactly ``t.round()``."""
+    return t.detach().round() + (t - t.detach())
+
+
+def qparams(lb: Tensor, ub: Tensor, fmt: QuantFormat) -> tuple[Tensor, Tensor]:
+    """Snapped ``(scale, zero_point)`` (same shape as the bounds; zero point integer-valued float)."""
+    mag = torch.maximum(lb.abs(), ub.abs())
+    if fmt.symmetric:
+        scale = mag / fmt.qmax
+        scale = torch.where(scale > _TINY, scale, torch.ones_like(scale))
+        return scale, torch.zeros_like(scale)
+    n = fmt.qmax  # 2^b - 1 steps between qmin = 0 and qmax
+    width = ub - lb
+    fallback = mag / n
+    fallback = torch.where(fallback > _TINY, fallback, torch.ones_like(fallback))
+    scale = torch.where(width > _TINY * n, width / n, fallback)
+    zero_point = torch.clamp(round_ste(-lb / scale), 0, n)
+    return scale, zero_point
+
+
+def fake_quant(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
+    """QuantizeLinear -> Clip -> DequantizeLinear of ``x``; scale/zero point broadcast against ``x``.
+
+    Gradients as documented in the module docstring; without autograd it runs in place on one buffer
+    (the bound search calls it on ``(K, C, M)`` candidate batches).
+    """
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or zero_point.requires_grad)
+    if not needs_grad:
+        buf = torch.div(x, scale)
+        buf.round_().add_(zero_point).clamp_(qmin, qmax)
+        return buf.sub_(zero_point).mul_(scale)
+    t = x / scale
+    q = (t.detach().round() + zero_point.detach()).clamp(qmin, qmax)
+    tc = (t + zero_point).clamp(qmin, qmax)
+    q = q + (tc - tc.detach())  # forward value exactly q; gradient of the continuous clip
+    return (q - zero_point) * scale
+
+
+def check_finite(x: Tensor, site: str) -> None:
+    """Raise ``SrqError`` naming ``site`` when ``x`` holds NaN or inf."""
+    if not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "inf"
+        raise SrqError(f"quantizer site {site or '<unnamed>'}: {bad} in the observed data")
+
+
+class FakeQuantizer(nn.Module):
+    """One quantizer site: trainable bounds ``lb``/``ub`` (and optional shift ``beta``).
+
+    Bounds have shape ``()`` (per-tensor) or ``(C,)`` (per-channel along ``axis`` of the input).
+    ``mode``: ``"fp"`` passes the input through, ``"observe"`` passes it through and feeds
+    ``observer`` (FP statistics for the bound search, as 2DQuant's calibration pass), ``"quant"``
+    fake-quantizes. ``site`` is the module path of this quantizer, set at placement.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        fmt: QuantFormat,
+        *,
+        op: str,
+        channels: int | None = None,
+        axis: int | None = None,
+        one_direction: bool = False,
+        bias_correction: bool = False,
+    ) -> None:
+        super().__init__()
+        if (channels is None) != (axis is None):
+            raise ValueError("per-channel quantizers need both channels and axis")
+        shape = () if channels is None else (channels,)
+        self.kind, self.fmt, self.op, self.axis = kind, fmt, op, axis
+        self.one_direction = one_direction
+        self.lb = nn.Parameter(torch.full(shape, -1.0))
+        self.ub = nn.Parameter(torch.full(shape, 1.0))
+        self.beta = nn.Parameter(torch.zeros(shape)) if bias_correction else None
+        self.mode: Mode = "fp"
+        self.site = ""
+        self.observer = None  # set by srq.calib.observe while observing
+
+    @property
+    def quantizing(self) -> bool:
+        return self.mode == "quant"
+
+    def _bcast(self, p: Tensor, ndim: int) -> Tensor:
+        if self.axis is None:
+            return p
+        shape = [1] * ndim
+        shape[self.axis] = -1
+        return p.reshape(shape)
+
+    def qparams(self) -> tuple[Tensor, Tensor]:
+        """Snapped ``(scale, zero_point)`` with the bounds' shape."""
+        return qparams(self.lb, self.ub, self.fmt)
+
+    def quantize_shifted(self, x: Tensor) -> Tensor:
+        """``Q(x - beta)`` (``Q(x)`` without bias correction): what the integer kernel consumes."""
+        scale, zero_point = self.qparams()
+        if self.beta is not None:
+            x = x - self._bcast(self.beta, x.ndim)
+        return fake_quant(x, self._bcast(scale, x.ndim), self._bcast(zero_point, x.ndim), self.fmt.qmin, self.fmt.qmax)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "fp":
+            return x
+        if self.mode == "observe":
+            check_finite(x, self.site)
+            if self.observer is not None:
+                self.observer.update(x)
+            return x
+        y = self.quantize_shifted(x)
+        return y if self.beta is None else y + self._bcast(self.beta, x.ndim)
+
+    def set_bounds(self, lb: Tensor, ub: Tensor, beta: Tensor | None = None) -> None:
+        """Load bounds (and beta) found by a search; refuses non-finite values."""
+        for name, v in (("lb", lb), ("ub", ub), ("beta", beta)):
+            if v is not None:
+                check_finite(v, f"{self.site} ({name})")
+        with torch.no_grad():
+            self.lb.copy_(lb.reshape(self.lb.shape))
+            self.ub.copy_(ub.reshape(self.ub.shape))
+            if self.beta is not None and beta is not None:
+                self.beta.copy_(beta.reshape(self.beta.shape))
+
+    def extra_repr(self) -> str:
+        gran = "tensor" if self.axis is None else f"channel(axis={self.axis})"
+        sym = "sym" if self.fmt.symmetric else "asym"
+        return f"{self.kind}, {self.op}, {self.fmt.bits}-bit {sym}, {gran}, mode={self.mode}"

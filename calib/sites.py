@@ -1,0 +1,239 @@
+"""Quantizer placement: swap Conv2d / Linear / SwinIR attention modules for quantized ones, in place.
+
+Site names are the module paths of the ``FakeQuantizer`` modules, ``<layer path>.<role>``:
+
+* ``<conv or linear>.weight_q`` / ``<conv or linear>.input_q`` (e.g. ``IMDB1.c1.input_q``);
+* SwinIR attention (qkv split): ``<block>.attn.qkv.{q,k,v}.{weight_q,input_q}``,
+  ``<block>.attn.proj.{weight_q,input_q}``, ``<block>.attn.matmul_qk.input_a`` (Q, scaled),
+  ``<block>.attn.matmul_qk.input_b`` (K), ``<block>.attn.matmul_av.input_a`` (A, post-softmax),
+  ``<block>.attn.matmul_av.input_b`` (V); the MLP: ``<block>.mlp.fc1.*``, ``<block>.mlp.fc2.*``.
+
+The recipe, the export and the reports use these names unchanged.
+
+Policies (``PlacementConfig.policy``):
+
+* ``2dquant`` (SwinIR): in every transformer block the window attention (qkv as three
+  Linear, proj, both batched MatMuls) and ``mlp.fc1`` / ``mlp.fc2``; everything else FP --
+  16 quantizers per block (qkv: 3 weights + 3 inputs; proj, fc1, fc2: 2 each; 4 MatMul inputs).
+* ``body`` (CNN): every Conv2d / Linear run at LR resolution except the first one, the last
+  one and the conv feeding the first PixelShuffle (upsampler); everything run at HR
+  resolution (after PixelShuffle / interpolation) stays FP.
+* ``all``: every Conv2d / Linear except the first and the last one run, plus attention MatMuls.
+
+Layers are found by one traced forward pass (leaf-module call order and input sizes), so a
+functional ``F.interpolate`` in the forward is seen through the sizes. ``include`` / ``exclude``
+globs on module paths override the policy (exclude wins). Sites whose name matches
+``one_direction_sites`` get 2DQuant's one-direction bound search (post-softmax A and the
+post-GELU fc2 input by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from srq.calib.layers import QuantConv2d, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention
+from srq.calib.quantizer import FakeQuantizer, QuantFormat
+from srq.errors import SrqError
+
+Policy = Literal["2dquant", "body", "all"]
+POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
+ONE_DIRECTION_SITES = ("*.matmul_av.input_a", "*.mlp.fc2.input_q")
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    """Where quantizers go and their integer formats (weights per-channel by default)."""
+
+    policy: Policy = "body"
+    w_bits: int = 4
+    a_bits: int = 4
+    symmetric: bool = False  # TensorRT: zp 0, weights narrow range, activations full range
+    weight_granularity: Literal["channel", "tensor"] = "channel"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    one_direction: bool = True  # False = 2DQuant's released code (symmetric search everywhere)
+    one_direction_sites: tuple[str, ...] = ONE_DIRECTION_SITES
+    bias_correction: bool = False  # beta on activation sites with a symmetric (two-sided) search
+    simulate_int32_bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise SrqError(f"placement policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        QuantFormat(self.w_bits), QuantFormat(self.a_bits)  # validates bit widths
+
+
+def _is_window_attention(m: nn.Module) -> bool:
+    return all(hasattr(m, a) for a in ("qkv", "proj", "relative_position_bias_table", "relative_position_index",
+                                       "num_heads", "scale", "window_size")) and isinstance(m.qkv, nn.Linear)
+
+
+@dataclass(frozen=True)
+class _Call:
+    path: str
+    module: nn.Module
+    in_hw: tuple[int, ...]
+
+
+def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
+    """Leaf Conv2d / Linear / PixelShuffle calls of one no-grad forward, in call order."""
+    calls: list[_Call] = []
+    handles = []
+    for path, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle)):
+            def hook(mod, args, _out, path=path):
+                calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else ()))
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _policy_layers(model: nn.Module, cfg: PlacementConfig, example: Tensor) -> tuple[list[str], list[str]]:
+    """(attention module paths, Conv2d/Linear module paths) the policy quantizes."""
+    attn = [p for p, m in model.named_modules() if _is_window_attention(m)]
+    if cfg.policy == "2dquant":
+        if not attn:
+            raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
+        mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
+        return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)]
+    calls = _trace_calls(model, example)
+    layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
+    inside_attn = tuple(p + "." for p in attn)
+    if not layers:
+        raise SrqError(f"placement policy {cfg.policy!r}: the model runs no Conv2d/Linear layer")
+    fp = {layers[0].path, layers[-1].path}
+    if cfg.policy == "body":
+        attn = []
+        lr_hw = layers[0].in_hw
+        fp |= {c.path for c in layers if c.in_hw and lr_hw and c.in_hw[0] > lr_hw[0]}
+        for prev, nxt in zip(calls, calls[1:]):
+            if isinstance(nxt.module, nn.PixelShuffle) and isinstance(prev.module, nn.Conv2d):
+                fp.add(prev.path)
+    seen: list[str] = []
+    for c in layers:
+        if c.path not in fp and c.path not in seen and not c.path.startswith(inside_attn):
+            seen.append(c.path)
+    return attn, seen
+
+
+def _glob(path: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(path, p) for p in patterns)
+
+
+def _weight_q(layer: nn.Module, cfg: PlacementConfig, op: str, out_channels: int) -> FakeQuantizer:
+    fmt = QuantFormat(cfg.w_bits, cfg.symmetric, narrow=cfg.symmetric)
+    if cfg.weight_granularity == "channel":
+        return FakeQuantizer("weight", fmt, op=op, channels=out_channels, axis=0)
+    return FakeQuantizer("weight", fmt, op=op)
+
+
+def _act_q(cfg: PlacementConfig, op: str) -> FakeQuantizer:
+    return FakeQuantizer("activation", QuantFormat(cfg.a_bits, cfg.symmetric), op=op)
+
+
+def _quant_layer(m: nn.Module, cfg: PlacementConfig) -> nn.Module:
+    if isinstance(m, nn.Linear):
+        return QuantLinear(m, _weight_q(m, cfg, "linear", m.out_features), _act_q(cfg, "linear"),
+                           cfg.simulate_int32_bias)
+    if isinstance(m, nn.Conv2d):
+        return QuantConv2d(m, _weight_q(m, cfg, "conv2d", m.out_channels), _act_q(cfg, "conv2d"),
+                           cfg.simulate_int32_bias)
+    raise SrqError(f"cannot quantize a {type(m).__name__}: only Conv2d and Linear layers")
+
+
+def _split_qkv(qkv: nn.Linear, cfg: PlacementConfig) -> QuantQKV:
+    c = qkv.out_features // 3
+    parts = []
+    for i in range(3):
+        part = nn.Linear(qkv.in_features, c, bias=qkv.bias is not None)
+        part.weight = nn.Parameter(qkv.weight[i * c:(i + 1) * c], requires_grad=qkv.weight.requires_grad)
+        if qkv.bias is not None:
+            part.bias = nn.Parameter(qkv.bias[i * c:(i + 1) * c], requires_grad=qkv.bias.requires_grad)
+        parts.append(_quant_layer(part, cfg))
+    return QuantQKV(*parts)
+
+
+def _quant_attention(attn: nn.Module, cfg: PlacementConfig) -> QuantWindowAttention:
+    return QuantWindowAttention(
+        attn, _split_qkv(attn.qkv, cfg), _quant_layer(attn.proj, cfg),
+        QuantMatMul(_act_q(cfg, "matmul"), _act_q(cfg, "matmul")),
+        QuantMatMul(_act_q(cfg, "matmul"), _act_q(cfg, "matmul")),
+    )
+
+
+def _set(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, new)
+
+
+def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) -> dict[str, FakeQuantizer]:
+    """Swap quantized layers into ``model`` (in place); return ``{site name: quantizer}`` in module order.
+
+    ``example``: a small ``(1, C, h, w)`` input, run once to find the layers' call order and sizes.
+    Quantizers start in ``"fp"`` mode with placeholder bounds; set them with a search or a recipe.
+    """
+    attn, layers = _policy_layers(model, cfg, example)
+    layers += [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+               and _glob(p, cfg.include) and p not in layers and not any(p.startswith(a + ".") for a in attn)]
+    paths = [p for p in attn + layers if not _glob(p, cfg.exclude)]
+    if not paths:
+        raise SrqError(f"placement policy {cfg.policy!r} with the given include/exclude placed no quantizer")
+    return place_at(model, cfg, paths)
+
+
+def _attention_prefix(model: nn.Module, path: str) -> str | None:
+    parts = path.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        try:
+            m = model.get_submodule(prefix)
+        except AttributeError:
+            return None
+        if _is_window_attention(m):
+            return prefix
+    return None
+
+
+def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str]) -> dict[str, FakeQuantizer]:
+    """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
+    attention, which is swapped as a whole) with ``cfg``'s formats; returns ``{site: quantizer}``."""
+    if any(isinstance(m, FakeQuantizer) for m in model.modules()):
+        raise SrqError("model already holds quantizers: place them on a fresh FP model")
+    todo: dict[str, str] = {}
+    for path in paths:
+        attn = _attention_prefix(model, path)
+        if attn is not None:
+            todo[attn] = "attention"
+            continue
+        try:
+            m = model.get_submodule(path)
+        except AttributeError:
+            raise SrqError(f"no layer {path!r} in this model") from None
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            raise SrqError(f"cannot quantize {path!r}: a {type(m).__name__}, not a Conv2d or Linear")
+        todo[path] = "layer"
+    for path, what in todo.items():
+        m = model.get_submodule(path)
+        _set(model, path, _quant_attention(m, cfg) if what == "attention" else _quant_layer(m, cfg))
+    sites = {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizer)}
+    for name, q in sites.items():
+        q.site = name
+        q.one_direction = cfg.one_direction and q.kind == "activation" and _glob(name, cfg.one_direction_sites)
+        if cfg.bias_correction and q.kind == "activation" and not q.one_direction:
+            q.beta = nn.Parameter(torch.zeros_like(q.lb))
+    return sites
+
+
+def set_mode(sites: dict[str, FakeQuantizer], mode: str) -> None:
+    """Put every quantizer in ``mode`` (``"fp"``, ``"observe"`` or ``"quant"``)."""
+    for q in sites.values():
+        q.mode = mode
