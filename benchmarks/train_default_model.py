@@ -281,6 +281,7 @@ def export(work_dir: Path, out: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     os.close(fd)
     save_file(params, tmp, metadata=meta)
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the shipped file is for everyone
     os.replace(tmp, out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(params)} tensors, step {state['step']})")
 
