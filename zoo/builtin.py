@@ -14,9 +14,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 # name -> what it is (SwinIR-light: embed 60, depths 6x4, heads 6x4, window 8, mlp 2, pixelshuffledirect)
 BUILTIN: dict[str, str] = {
-    "swinir-light-x2": "SwinIR-light x2, trained by srq on DIV2K",
-    "swinir-light-x3": "SwinIR-light x3, trained by srq on DIV2K",
-    "swinir-light-x4": "SwinIR-light x4, trained by srq on DIV2K",
+    "swinir-light-x2": "SwinIR-light x2 trained by benchmarks/train_default_model.py on builtin:calib",
 }
 
 
