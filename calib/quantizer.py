@@ -109,6 +109,18 @@ def qparams(lb: Tensor, ub: Tensor, fmt: QuantFormat) -> tuple[Tensor, Tensor]:
     return scale, zero_point
 
 
+def snapped_bounds(lb: Tensor, ub: Tensor, fmt: QuantFormat) -> tuple[Tensor, Tensor]:
+    """The bounds the engine really applies: ``((qmin - zp) s, (qmax - zp) s)``.
+
+    Same ``(scale, zero_point)`` as ``(lb, ub)`` (symmetric: ``+-qmax s``), so a search can report
+    honest bounds: e.g. asymmetric ``[0.5, 2.0]`` at 4 bits is really ``[0, 1.5]`` (zp clamps to 0).
+    """
+    scale, zero_point = qparams(lb, ub, fmt)
+    if fmt.symmetric:
+        return -fmt.qmax * scale, fmt.qmax * scale
+    return (fmt.qmin - zero_point) * scale, (fmt.qmax - zero_point) * scale
+
+
 def fake_quant(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
     """QuantizeLinear -> Clip -> DequantizeLinear of ``x``; scale/zero point broadcast against ``x``.
 

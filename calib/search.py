@@ -3,7 +3,8 @@
 Every method builds ``K`` candidate ``(lb, ub)`` pairs per channel and scores them all in one
 batched evaluation of the *same* snapped quantizer as the forward pass
 (``srq.calib.quantizer.qparams`` + ``fake_quant`` on a ``(K, C, M)`` tensor); the first
-candidate with the lowest error wins (ties go to the widest range). Data ``v`` is ``(C, M)``:
+candidate with the lowest error wins (ties go to the widest range) and is returned as the
+bounds the engine applies (``snapped_bounds``: same scale and zero point). Data ``v`` is ``(C, M)``:
 ``C = 1`` for a per-tensor site, ``C`` output channels for per-channel weights. ``vmin`` /
 ``vmax`` are the exact extremes over all observed data (the sample may miss them).
 
@@ -34,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from srq.calib.quantizer import QuantFormat, fake_quant, qparams
+from srq.calib.quantizer import QuantFormat, fake_quant, qparams, snapped_bounds
 
 Method = Literal["minmax", "percentile", "dobi", "sorted"]
 METHODS: tuple[str, ...] = ("minmax", "percentile", "dobi", "sorted")
@@ -70,10 +71,16 @@ class SearchResult:
 
 
 def _order_stats(v_sorted: Tensor, mass: Tensor) -> tuple[Tensor, Tensor]:
-    """``(K, C)`` lower / upper order statistics clipping ``mass[k]`` from each tail."""
+    """``(K, C)`` lower / upper quantiles clipping ``mass[k]`` from each tail (linear interpolation
+    between order statistics, so tiny masses still move the bounds continuously into the tail)."""
     m = v_sorted.shape[1]
-    k = torch.floor(mass * (m - 1)).long().clamp(0, (m - 1) // 2)
-    return v_sorted[:, k].T, v_sorted[:, m - 1 - k].T
+    pos = (mass * (m - 1)).clamp(0, (m - 1) / 2)
+    k = pos.floor().long().clamp(max=m - 1)
+    k1 = (k + 1).clamp(max=m - 1)
+    frac = (pos - k).reshape(-1, 1)
+    lo = v_sorted[:, k].T + frac * (v_sorted[:, k1].T - v_sorted[:, k].T)
+    hi = v_sorted[:, m - 1 - k].T + frac * (v_sorted[:, m - 1 - k1].T - v_sorted[:, m - 1 - k].T)
+    return lo, hi
 
 
 def candidates(v: Tensor, vmin: Tensor, vmax: Tensor, cfg: SearchConfig, one_direction: bool) -> tuple[Tensor, Tensor]:
@@ -118,4 +125,5 @@ def search_bounds(v: Tensor, vmin: Tensor, vmax: Tensor, fmt: QuantFormat, cfg: 
     err = quant_error(v, lb, ub, fmt)
     best = torch.argmin(err, dim=0)
     cols = torch.arange(lb.shape[1])
-    return SearchResult(lb[best, cols], ub[best, cols], err[best, cols])
+    lb, ub = snapped_bounds(lb[best, cols], ub[best, cols], fmt)
+    return SearchResult(lb, ub, err[best, cols])

@@ -181,6 +181,7 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     ``example``: a small ``(1, C, h, w)`` input, run once to find the layers' call order and sizes.
     Quantizers start in ``"fp"`` mode with placeholder bounds; set them with a search or a recipe.
     """
+    _refuse_quantized(model)
     attn, layers = _policy_layers(model, cfg, example)
     layers += [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                and _glob(p, cfg.include) and p not in layers and not any(p.startswith(a + ".") for a in attn)]
@@ -188,6 +189,11 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     if not paths:
         raise SrqError(f"placement policy {cfg.policy!r} with the given include/exclude placed no quantizer")
     return place_at(model, cfg, paths)
+
+
+def _refuse_quantized(model: nn.Module) -> None:
+    if any(isinstance(m, FakeQuantizer) for m in model.modules()):
+        raise SrqError("model already holds quantizers: place them on a fresh FP model")
 
 
 def _attention_prefix(model: nn.Module, path: str) -> str | None:
@@ -206,8 +212,7 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
 def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str]) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats; returns ``{site: quantizer}``."""
-    if any(isinstance(m, FakeQuantizer) for m in model.modules()):
-        raise SrqError("model already holds quantizers: place them on a fresh FP model")
+    _refuse_quantized(model)
     todo: dict[str, str] = {}
     for path in paths:
         attn = _attention_prefix(model, path)

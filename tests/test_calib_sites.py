@@ -1,0 +1,143 @@
+"""Quantizer placement on SwinIR-light (2dquant) and real CNN architectures (body / all), and the layers' math."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from spandrel.architectures.SwinIR.__arch.SwinIR import SwinIR
+from torch import nn
+
+from srq.calib.layers import QuantConv2d, QuantLinear, int32_bias
+from srq.calib.quantizer import FakeQuantizer, QuantFormat
+from srq.calib.sites import PlacementConfig, place_quantizers, set_mode
+from srq.errors import SrqError
+from srq.zoo.archs.imdn import IMDN
+from srq.zoo.archs.pan import PAN
+
+
+@pytest.fixture(scope="module")
+def swinir_light() -> nn.Module:
+    torch.manual_seed(0)
+    return SwinIR(upscale=2, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6], embed_dim=60,
+                  num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler="pixelshuffledirect", resi_connection="1conv").eval()
+
+
+def test_2dquant_places_16_quantizers_per_block_and_keeps_the_rest_fp(swinir_light):
+    model = copy.deepcopy(swinir_light)
+    x = torch.rand(1, 3, 16, 16)
+    sites = place_quantizers(model, PlacementConfig(policy="2dquant"), x)
+    assert len(sites) == 24 * 16
+    block = "layers.2.residual_group.blocks.5."
+    expected = [f"attn.qkv.{p}.{r}" for p in "qkv" for r in ("weight_q", "input_q")] + [
+        "attn.proj.weight_q", "attn.proj.input_q", "attn.matmul_qk.input_a", "attn.matmul_qk.input_b",
+        "attn.matmul_av.input_a", "attn.matmul_av.input_b", "mlp.fc1.weight_q", "mlp.fc1.input_q",
+        "mlp.fc2.weight_q", "mlp.fc2.input_q"]
+    assert [n[len(block):] for n in sites if n.startswith(block)] == expected
+    for name in ("conv_first", "patch_embed.norm", "layers.0.conv", "layers.3.conv", "norm", "conv_after_body",
+                 "upsample.0", "layers.1.residual_group.blocks.0.norm1"):
+        assert not any(isinstance(m, FakeQuantizer) for m in model.get_submodule(name).modules()), name
+    assert isinstance(model.get_submodule("conv_first"), nn.Conv2d)
+    one_dir = sorted(n.split(".", 5)[-1] for n, q in sites.items() if q.one_direction and n.startswith(block[:-1]))
+    assert one_dir == ["attn.matmul_av.input_a", "mlp.fc2.input_q"]
+    weights = [q for q in sites.values() if q.kind == "weight"]
+    assert len(weights) == 24 * 6 and all(q.axis == 0 and q.lb.shape == (60 if "fc1" not in q.site else 120,)
+                                          for q in weights)
+
+
+def test_quantized_swinir_in_fp_and_observe_modes_computes_the_original_model(swinir_light):
+    model = copy.deepcopy(swinir_light)
+    x = torch.rand(1, 3, 24, 16)  # not a multiple of the window: exercises padding and the shifted mask
+    with torch.no_grad():
+        ref = swinir_light(x)
+        sites = place_quantizers(model, PlacementConfig(policy="2dquant", one_direction=False), x)
+        assert not any(q.one_direction for q in sites.values())
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-5)
+        set_mode(sites, "observe")
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-5)
+
+
+def test_body_policy_on_imdn_keeps_first_conv_and_upsampler_fp():
+    torch.manual_seed(0)
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    sites = place_quantizers(model, PlacementConfig(policy="body"), torch.rand(1, 3, 12, 12))
+    layers = sorted({n.rsplit(".", 1)[0] for n in sites})
+    blocks = [f"IMDB{i}.{c}" for i in (1, 2) for c in ("c1", "c2", "c3", "c4", "c5", "cca.conv_du.0", "cca.conv_du.2")]
+    assert layers == sorted(blocks + ["c.0", "LR_conv"])
+    assert isinstance(model.fea_conv, nn.Conv2d) and isinstance(model.upsampler[0], nn.Conv2d)
+    assert isinstance(model.IMDB1.c1, QuantConv2d)
+
+
+def test_body_policy_on_pan_keeps_the_hr_side_fp():
+    torch.manual_seed(0)
+    model = PAN(nf=8, unf=8, nb=2, scale=4).eval()
+    sites = place_quantizers(model, PlacementConfig(policy="body"), torch.rand(1, 3, 8, 8))
+    layers = {n.rsplit(".", 1)[0] for n in sites}
+    assert "trunk_conv" in layers and "SCPA_trunk.1.conv1_a" in layers
+    assert not layers & {"conv_first", "upconv1", "att1.sa_conv", "HRconv1", "upconv2", "HRconv2", "conv_last"}
+
+
+def test_all_policy_and_glob_overrides():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 12, 12)
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    sites = place_quantizers(model, PlacementConfig(policy="all"), x)
+    layers = {n.rsplit(".", 1)[0] for n in sites}
+    assert "fea_conv" not in layers and "upsampler.0" not in layers and "LR_conv" in layers
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    cfg = PlacementConfig(policy="body", exclude=("IMDB1.*",), include=("fea_conv",))
+    layers = {n.rsplit(".", 1)[0] for n in place_quantizers(model, cfg, x)}
+    assert "fea_conv" in layers and not any(p.startswith("IMDB1.") for p in layers) and "IMDB2.c1" in layers
+    with pytest.raises(SrqError, match="already holds quantizers"):
+        place_quantizers(model, cfg, x)
+    with pytest.raises(SrqError, match="2dquant"):
+        place_quantizers(IMDN(nf=16, num_modules=1, scale=2), PlacementConfig(policy="2dquant"), x)
+
+
+def _quant(kind, bits, lb, ub, beta=None, channels=None, op="linear"):
+    q = FakeQuantizer(kind, QuantFormat(bits), op=op, channels=channels, axis=None if channels is None else 0,
+                      bias_correction=beta is not None)
+    q.set_bounds(torch.as_tensor(lb), torch.as_tensor(ub), None if beta is None else torch.tensor(beta))
+    q.mode = "quant"
+    return q
+
+
+def test_int32_bias_rounds_to_the_accumulator_grid():
+    # s_x * s_w = 0.1 * 0.02 = 0.002: 0.0031 -> 2 steps (1.55 -> 2), 0.003 -> 2 (1.5, half to even), -0.0071 -> -4
+    b = int32_bias(torch.tensor([0.0031, 0.003, -0.0071]), torch.tensor(0.1), torch.tensor(0.02))
+    torch.testing.assert_close(b, torch.tensor([0.004, 0.004, -0.008]))
+
+
+def test_bias_correction_fold_is_exact_for_linear_and_padded_conv():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4)
+    ql = QuantLinear(lin, _quant("weight", 4, -0.5 * torch.ones(4), 0.5 * torch.ones(4), channels=4),
+                     _quant("activation", 3, -1.0, 1.0, beta=0.4), simulate_int32_bias=False)
+    x = torch.randn(5, 6) + 0.4
+    ref = F.linear(ql.input_q(x), ql.weight_q(lin.weight), lin.bias)  # Q(x - beta) + beta, then the FP Linear
+    torch.testing.assert_close(ql(x), ref, rtol=0, atol=1e-5)
+    for padding in (0, 1):
+        conv = nn.Conv2d(3, 4, 3, padding=padding)
+        qc = QuantConv2d(conv, _quant("weight", 4, -0.3 * torch.ones(4), 0.3 * torch.ones(4), channels=4),
+                         _quant("activation", 3, -1.0, 1.0, beta=-0.7, op="conv2d"), simulate_int32_bias=False)
+        x = torch.randn(2, 3, 7, 9) - 0.7
+        ref = F.conv2d(qc.input_q(x), qc.weight_q(conv.weight), conv.bias, padding=padding)
+        torch.testing.assert_close(qc(x), ref, rtol=0, atol=1e-5)
+
+
+def test_int32_bias_simulation_is_on_by_default_and_only_when_both_sides_quantize():
+    torch.manual_seed(1)
+    lin = nn.Linear(6, 4)
+    with torch.no_grad():
+        lin.bias.copy_(torch.tensor([0.0123, -0.0456, 0.0789, 0.1]))
+    wq = _quant("weight", 4, -0.5 * torch.ones(4), 0.5 * torch.ones(4), channels=4)
+    xq = _quant("activation", 3, -1.0, 1.0)
+    ql = QuantLinear(lin, wq, xq)
+    x = torch.randn(3, 6)
+    step = xq.qparams()[0] * wq.qparams()[0]  # 2/7 * 1/15 per output channel
+    expect = F.linear(xq(x), wq(lin.weight), torch.round(lin.bias / step) * step)
+    torch.testing.assert_close(ql(x), expect, rtol=0, atol=1e-6)
+    wq.mode = "fp"
+    torch.testing.assert_close(ql(x), F.linear(xq(x), lin.weight, lin.bias), rtol=0, atol=1e-6)
