@@ -24,6 +24,7 @@ from srq.runtime.engine import Engine
 from srq.runtime.gates import Gate, evaluate
 from srq.runtime.latency import measure_latency
 from srq.runtime.report import Crop, Report, prepare_report_dir, publish_report_dir, write_report
+from srq.runtime.sizes import packed_size_bytes
 from srq.runtime.tiling import default_overlap, upscale_rgb
 
 CROP = 96  # HR pixels per side of the report's crops
@@ -51,13 +52,6 @@ def worst_window(a: np.ndarray, b: np.ndarray, size: int = CROP) -> tuple[int, i
     return max(((y, x) for y in ys for x in xs), key=lambda p: d[p[0]:p[0] + ch, p[1]:p[1] + cw].sum())
 
 
-def sites_weight_bytes(sites: list[dict]) -> float | None:
-    """Bytes the quantized weights need at their bit-widths: sum of numel * bits / 8 over
-    sites that carry both ``numel`` and ``bits`` (None when no site does)."""
-    known = [s for s in sites if s.get("numel") is not None and s.get("bits") is not None]
-    return sum(s["numel"] * s["bits"] for s in known) / 8 if known else None
-
-
 def run_check(fp: Engine, q: Engine, dataset: Iterable, scale: int, gates: list[Gate],
               report_dir: str | os.PathLike, reference_outputs: Mapping[str, np.ndarray] | None = None,
               sites: list[dict] | None = None, overlap: int | None = None, latency_runs: int = 20,
@@ -65,8 +59,8 @@ def run_check(fp: Engine, q: Engine, dataset: Iterable, scale: int, gates: list[
     """Check ``q`` against ``fp`` on ``dataset`` (samples with ``name``, ``hr``, ``lr`` uint8).
 
     ``reference_outputs``: name -> (s*H, s*W, 3) float output the engine must reproduce.
-    ``sites``: per-site dicts (name, kind, bits, lb, ub, scale, zero_point, numel, ...)
-    shown as a table. Returns the Report (also written to ``report_dir``).
+    ``sites``: per-site dicts (the recipe's: name, kind, bits, lb, ub, scale, zero_point,
+    ...; arrays summarised) shown as a table. Returns the Report (also written to ``report_dir``).
     """
     tmp = prepare_report_dir(report_dir)
     try:
@@ -102,7 +96,8 @@ def run_check(fp: Engine, q: Engine, dataset: Iterable, scale: int, gates: list[
             parity_psnr_min=min((r["parity_psnr"] for r in rows if "parity_psnr" in r), default=None),
             fp_ms=latency.fp.median, fp_p90_ms=latency.fp.p90, q_ms=latency.q.median,
             q_p90_ms=latency.q.p90, speedup=latency.speedup, fp_bytes=fp.path.stat().st_size,
-            q_bytes=q.path.stat().st_size, q_weight_bytes_theoretical=sites_weight_bytes(sites or []),
+            q_bytes=q.path.stat().st_size,
+            q_bytes_theoretical=packed_size_bytes(q.path) if q.path.suffix == ".onnx" else None,
             images=len(rows), scale=scale)
         report = Report(summary=summary, per_image=rows, gates=list(gates),
                         failures=evaluate(list(gates), summary), latency=latency,

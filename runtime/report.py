@@ -9,7 +9,8 @@ runs before any work so an unwritable location fails first.
 ``summary`` (``fp_psnr_y``, ``fp_ssim_y``, ``q_psnr_y``, ``q_ssim_y``, ``psnr_drop`` = FP -
 engine Y-PSNR vs GT in dB, ``q_vs_fp_psnr_y``, ``parity_psnr``, ``parity_psnr_min``,
 ``parity_frac_over``, ``fp_ms``, ``fp_p90_ms``, ``q_ms``, ``q_p90_ms``, ``speedup``,
-``fp_bytes``, ``q_bytes``, ``q_weight_bytes_theoretical``, ``images``, ``scale``; a value
+``fp_bytes``, ``q_bytes`` (file sizes), ``q_bytes_theoretical`` (``srq.runtime.sizes``:
+weights packed at their bit-width; ONNX engines only), ``images``, ``scale``; a value
 not measured is null), ``per_image`` (``name`` and the per-image metrics), ``latency``
 (tile and every run in ms), ``sites`` (as given), ``inputs`` (paths and settings).
 PSNR of identical images is ``Infinity`` (Python's ``json`` reads it back as ``inf``).
@@ -35,7 +36,7 @@ from srq.runtime.latency import LatencyResult
 SUMMARY_KEYS = ("fp_psnr_y", "fp_ssim_y", "q_psnr_y", "q_ssim_y", "psnr_drop", "q_vs_fp_psnr_y",
                 "parity_psnr", "parity_psnr_min", "parity_frac_over", "fp_ms", "fp_p90_ms",
                 "q_ms", "q_p90_ms", "speedup", "fp_bytes", "q_bytes",
-                "q_weight_bytes_theoretical", "images", "scale")
+                "q_bytes_theoretical", "images", "scale")
 MD_MAX_ROWS = 40
 
 
@@ -93,7 +94,12 @@ def _plain(v):
 
 
 def fmt(v, digits: int = 4) -> str:
-    """A table cell: floats to ``digits`` significant digits, None as an en dash."""
+    """A table cell: floats to ``digits`` significant digits, None as an en dash, arrays
+    (per-channel site values) as ``min..max (n)``."""
+    if isinstance(v, np.ndarray) and v.size > 1:
+        return f"{fmt(float(v.min()), digits)}..{fmt(float(v.max()), digits)} ({v.size})"
+    if isinstance(v, (np.ndarray, np.generic)):
+        v = v.item()
     if v is None:
         return "–"
     if isinstance(v, bool):

@@ -42,8 +42,10 @@ def test_check_passes_gates_on_set5(models, shared_data, tmp_path):
     fp_path, q_path = models
     samples = list(open_dataset(str(shared_data / "benchmarks" / "Set5"), 2))
     refs = full_size_outputs(samples, tmp_path)
-    sites = [{"name": "conv0", "kind": "weight", "bits": 8, "numel": 432, "lb": -0.5, "ub": 0.5},
-             {"name": "act0", "kind": "activation", "bits": 8, "scale": 0.01, "zero_point": 128}]
+    sites = [{"name": "conv0.weight_q", "kind": "weight", "bits": 8, "granularity": "channel",
+              "lb": np.linspace(-0.5, -0.1, 16, dtype=np.float32), "ub": np.linspace(0.1, 0.5, 16, dtype=np.float32)},
+             {"name": "conv1.input_q", "kind": "activation", "bits": 8, "lb": 0.0, "ub": 2.5,
+              "scale": np.float32(0.0098), "zero_point": np.int32(0), "beta": None}]
     with OrtEngine(fp_path, OPTS) as fp, OrtEngine(q_path, OPTS) as q:
         report = run_check(fp, q, samples, 2, standard_gates(0.3, 35.0, 0.5), tmp_path / "rep",
                            reference_outputs=refs, sites=sites, overlap=4)
@@ -59,7 +61,8 @@ def test_check_passes_gates_on_set5(models, shared_data, tmp_path):
     summ = data["summary"]
     assert summ["psnr_drop"] == pytest.approx(summ["fp_psnr_y"] - summ["q_psnr_y"])
     assert summ["fp_bytes"] == fp_path.stat().st_size and summ["q_bytes"] == q_path.stat().st_size
-    assert summ["q_weight_bytes_theoretical"] == 432.0  # 432 weights x 8 bits
+    assert 0 < summ["q_bytes_theoretical"] < summ["q_bytes"]
+    assert data["sites"][0]["lb"][0] == -0.5 and data["sites"][1]["zero_point"] == 0
     assert summ["speedup"] == pytest.approx(summ["fp_ms"] / summ["q_ms"])
     assert len(data["latency"]["fp_runs_ms"]) == len(data["latency"]["q_runs_ms"]) == 20
     for name in ("report.md", "report.html"):

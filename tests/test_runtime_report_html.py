@@ -24,7 +24,8 @@ def report_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("html")
     fp = make_sr_onnx(d / "fp.onnx", (32, 32), depth=3, width=16)
     q = quantize_w8a8(fp, d / "q.onnx")
-    sites = [{"name": "conv0", "kind": "weight", "bits": 4, "lb": -0.5, "ub": 0.5, "numel": 432},
+    sites = [{"name": "conv0", "kind": "weight", "bits": 4, "lb": np.array([-0.5, -0.25], np.float32),
+              "ub": np.array([0.5, 0.75], np.float32)},
              {"name": "act<1>", "kind": "activation", "bits": 4, "scale": 0.02, "zero_point": 3}]
     with OrtEngine(fp, OrtOptions(threads=1)) as f, OrtEngine(q, OrtOptions(threads=1)) as e:
         run_check(f, e, open_dataset("builtin:demo", 2), 2, standard_gates(0.3, None, 100.0),
@@ -39,6 +40,7 @@ def test_html_is_self_contained(report_dir):
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert len(srcs) == 2 * 4  # two demo images x GT / FP / engine / heat map
     assert "act&lt;1&gt;" in page and "<svg" in page  # site names escaped; latency chart inline
+    assert "<td>-0.5..-0.25 (2)</td>" in page  # per-channel bounds summarised
     assert len(list((report_dir / "crops").iterdir())) == 8
 
 
