@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
