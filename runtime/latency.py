@@ -8,8 +8,8 @@ is timed with ``time.perf_counter``. Reported: median and p90 in milliseconds, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
