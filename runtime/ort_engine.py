@@ -76,6 +76,13 @@ class OrtEngine(Engine):
         so.intra_op_num_threads = options.threads
         so.graph_optimization_level = OPT_LEVELS[options.optimization]
         so.log_severity_level = 3  # errors only; warnings about unused initializers are noise
+        # Exact integer kernels: without this, ORT's U8S8 AVX2 path sums u8*s8 pairs in
+        # saturating int16 and drifts up to 4 LSB from the QDQ graph it fused (measured in
+        # docs/export-ort-fusion.md); the engine must compute what calibration simulated.
+        so.add_session_config_entry("session.x64quantprecision", "1")
+        # Idle worker threads must not spin: interleaved latency runs of two sessions on few
+        # cores would otherwise steal each other's time.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         tmp = None
         if options.save_optimized:
             final = optimized_model_path(self.path)
