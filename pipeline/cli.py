@@ -16,6 +16,7 @@ from srq.errors import GateFailure, SrqError
 # name -> (module under srq.pipeline.commands, one-line help). Modules are imported only
 # when their command runs, so `srq upscale` never imports torch.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("models", "list supported SR architectures: scales, colour mode, size multiple, source"),
     "lint": ("lint", "check a QDQ ONNX model against ONNX Runtime / TensorRT Q/DQ rules"),
     "eval": ("evaluate", "PSNR/SSIM (Y channel, SR-paper convention) of a model on a benchmark"),
     "upscale": ("upscale", "upscale images or folders with an ONNX / TensorRT engine (tiled)"),
