@@ -205,9 +205,10 @@ class FakeQuantizer(nn.Module):
         if self.mode == "fp":
             return x
         if self.mode == "observe":
-            check_finite(x, self.site)
-            if self.observer is not None:
-                self.observer.update(x)
+            if self.observer is None:
+                check_finite(x, self.site)
+            else:
+                self.observer.update(x)  # checks finiteness on its min / max pass
             return x
         y = self.quantize_shifted(x)
         return y if self.beta is None else y + self._bcast(self.beta, x.ndim)

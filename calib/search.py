@@ -51,6 +51,8 @@ class SearchConfig:
     percentile: float = 99.99
     sorted_tail_mass: float = 0.2
     sorted_gamma: float = 2.0
+    prescreen: int = 1 << 14  # values per channel for the first scoring stage
+    finalists: int = 8  # candidates per channel rescored on all values
 
     def __post_init__(self) -> None:
         from srq.errors import SrqError
@@ -119,11 +121,20 @@ def quant_error(v: Tensor, lb: Tensor, ub: Tensor, fmt: QuantFormat) -> Tensor:
 @torch.no_grad()
 def search_bounds(v: Tensor, vmin: Tensor, vmax: Tensor, fmt: QuantFormat, cfg: SearchConfig,
                   one_direction: bool = False) -> SearchResult:
-    """Best candidate bounds per channel for data ``v`` ``(C, M)`` with exact extremes ``vmin``/``vmax`` ``(C,)``."""
+    """Best candidate bounds per channel for data ``v`` ``(C, M)`` with exact extremes ``vmin``/``vmax`` ``(C,)``.
+
+    Scoring is two-stage when ``v`` is large: all candidates on a strided ``cfg.prescreen`` column
+    subset (``v`` is already a random sample, so any column subset is one too), then the
+    ``cfg.finalists`` best per channel on all of ``v``.
+    """
     v = v.float()
     lb, ub = candidates(v, vmin.float(), vmax.float(), cfg, one_direction)
+    cols = torch.arange(lb.shape[1])
+    if v.shape[1] > 2 * cfg.prescreen and lb.shape[0] > cfg.finalists:
+        rough = quant_error(v[:, :: v.shape[1] // cfg.prescreen], lb, ub, fmt)
+        keep = torch.sort(torch.topk(rough, cfg.finalists, dim=0, largest=False).indices, dim=0).values
+        lb, ub = lb.gather(0, keep), ub.gather(0, keep)
     err = quant_error(v, lb, ub, fmt)
     best = torch.argmin(err, dim=0)
-    cols = torch.arange(lb.shape[1])
     lb, ub = snapped_bounds(lb[best, cols], ub[best, cols], fmt)
     return SearchResult(lb, ub, err[best, cols])
