@@ -20,7 +20,7 @@ import torch
 
 from srq.calib.observe import attach_observers
 from srq.calib.quantizer import QuantFormat
-from srq.calib.search import SearchConfig, _order_stats, quant_error, search_bounds
+from srq.calib.search import SearchConfig, quant_error, tail_quantiles, search_bounds
 from srq.calib.sites import PlacementConfig, place_quantizers
 from srq.imaging.datasets import open_dataset
 from srq.zoo import load_model
@@ -61,7 +61,7 @@ def site_data(model_path: str, scale: int, sample: int, seed: int) -> list[tuple
 def oracle(v: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor]:
     """Best squared error per channel over 2-D grids: 40 x 40 (lower, upper) tail masses and
     50 x 50 value steps (lb in [min, min + R/2], ub in [max - R/2, max]); and the best tail masses."""
-    lo, hi = _order_stats(torch.sort(v, dim=1).values, ORACLE_MASS)
+    lo, hi = tail_quantiles(v, ORACLE_MASS)
     n = len(ORACLE_MASS)
     err_m = quant_error(v, lo.repeat_interleave(n, dim=0), hi.repeat(n, 1), fmt)
     best = err_m.argmin(0)

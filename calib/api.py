@@ -24,9 +24,10 @@ from srq.errors import SrqError
 class CalibConfig:
     """Calibration settings: placement, phase-1 search, sample size per activation site, seed.
 
-    ``sample_cap``: values kept per activation site for the search (seeded uniform subsample;
-    2^17 keeps phase 1 of SwinIR-light within ~1 min on 2 cores: scoring 100 candidates costs
-    about 0.1 s per 2^17 values). ``data``: a description of the calibration data for the recipe.
+    ``sample_cap``: values kept per activation site for the search (seeded uniform subsample with
+    replacement; 2^17 resolves tail masses down to ~1e-5 while the 384-site SwinIR-light search
+    stays ~15-25 CPU-s, see ``benchmarks/calib_phase1_timing.py``). ``data``: a description of
+    the calibration data for the recipe.
     """
 
     placement: PlacementConfig = field(default_factory=PlacementConfig)
