@@ -10,15 +10,14 @@ from spandrel.architectures.SwinIR import SwinIR
 
 from srq.zoo import load_model, upscale_image
 from srq.zoo.archs.edsr import EDSR
+from srq.zoo.archs.swinir import swinir_light
 
 BUFFERS = ("attn_mask", "relative_position_index")
 
 
 def swinir_light_x2() -> SwinIR:
     torch.manual_seed(0)
-    return SwinIR(upscale=2, in_chans=3, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],
-                  embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler="pixelshuffledirect",
-                  resi_connection="1conv").eval()
+    return swinir_light(2).eval()
 
 
 def swinir_tiny_x2() -> SwinIR:

@@ -8,7 +8,6 @@ copy whose ``forward(x)`` runs branch ``s``. Inside a ``Block`` the same efficie
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -17,7 +16,7 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition
 from torch import nn
 
-from srq.zoo.archs.common import sr_descriptor
+from srq.zoo.archs.common import scaled_copy, sr_descriptor
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -120,11 +119,7 @@ class CARNM(Cascade):
         self.exit = nn.Conv2d(nf, 3, 3, padding=1)
 
     def at_scale(self, scale: int) -> CARNM:
-        if scale not in self.scales:
-            raise ValueError(f"CARN-M with these weights runs at x{self.scales}, not x{scale}")
-        net = copy.deepcopy(self)
-        net.scale = scale
-        return net
+        return scaled_copy(self, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.entry(self.sub_mean(x))

@@ -7,10 +7,20 @@ expose ``scales: tuple[int, ...]`` and ``at_scale(scale) -> nn.Module``, a copy 
 
 from __future__ import annotations
 
+import copy
 import re
 
 from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
 from torch import nn
+
+
+def scaled_copy(net: nn.Module, scale: int) -> nn.Module:
+    """Deep copy of multi-scale ``net`` with ``scale`` set (ValueError if not in ``net.scales``)."""
+    if scale not in net.scales:
+        raise ValueError(f"{type(net).__name__} with these weights runs at x{net.scales}, not x{scale}")
+    out = copy.deepcopy(net)
+    out.scale = scale
+    return out
 
 
 def count_numbered(state_dict: StateDict, prefix: str) -> int:

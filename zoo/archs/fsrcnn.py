@@ -7,14 +7,12 @@ multi-scale net here and ``at_scale(s)`` sets the stride (the x2/x3/x4 releases 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import nn
 
-from srq.zoo.archs.common import sr_descriptor
+from srq.zoo.archs.common import scaled_copy, sr_descriptor
 
 
 class FSRCNN(nn.Module):
@@ -33,10 +31,7 @@ class FSRCNN(nn.Module):
         self.last_part = nn.ConvTranspose2d(d, channels, 9, stride=scale, padding=4, output_padding=scale - 1)
 
     def at_scale(self, scale: int) -> FSRCNN:
-        if scale not in self.scales:
-            raise ValueError(f"FSRCNN runs at x{self.scales}, not x{scale}")
-        net = copy.deepcopy(self)
-        net.scale = scale
+        net = scaled_copy(self, scale)
         net.last_part.stride = (scale, scale)
         net.last_part.output_padding = (scale - 1, scale - 1)
         return net

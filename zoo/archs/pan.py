@@ -7,7 +7,6 @@ multi-scale net (``scales == (2, 3)``) and its scale comes from the caller.
 
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +14,7 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import nn
 
-from srq.zoo.archs.common import sr_descriptor
+from srq.zoo.archs.common import scaled_copy, sr_descriptor
 
 
 class PixelAttention(nn.Module):
@@ -80,11 +79,7 @@ class PAN(nn.Module):
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
 
     def at_scale(self, scale: int) -> PAN:
-        if scale not in self.scales:
-            raise ValueError(f"PAN with these weights runs at x{self.scales}, not x{scale}")
-        net = copy.deepcopy(self)
-        net.scale = scale
-        return net
+        return scaled_copy(self, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.conv_first(x)

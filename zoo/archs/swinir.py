@@ -3,7 +3,8 @@
 1. ``complete_buffers``: checkpoints saved without the non-learned buffers
    ``attn.relative_position_index`` / ``attn_mask`` (spandrel's detection and its strict
    ``load_state_dict`` need them) get them recomputed by spandrel's own ``SwinTransformerBlock``.
-2. ``at_input_size``: a SwinIR block uses its stored ``attn_mask`` when the input matches
+2. ``swinir_light``: the official SwinIR-light configuration (randomly initialised), for training.
+3. ``at_input_size``: a SwinIR block uses its stored ``attn_mask`` when the input matches
    ``input_resolution`` and recomputes the mask in the graph otherwise; for a fixed-size export
    the stored masks are rebuilt for that size, so the exported graph carries the right constant.
 """
@@ -20,6 +21,13 @@ from spandrel.architectures.SwinIR.__arch.SwinIR import SwinTransformerBlock
 _BLOCK0 = "layers.0.residual_group.blocks.0."
 # spandrel's SwinIR loader assumes a 64x64 training patch when no attn_mask tells otherwise.
 _DEFAULT_IMG_SIZE = 64
+
+
+def swinir_light(scale: int) -> SwinIR:
+    """SwinIR-light as released (embed 60, depths 6x4, heads 6x4, window 8, mlp 2, pixelshuffledirect)."""
+    return SwinIR(upscale=scale, in_chans=3, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],
+                  embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2.0, upsampler="pixelshuffledirect",
+                  resi_connection="1conv")
 
 
 def _looks_like_swinir(state_dict: dict) -> bool:
