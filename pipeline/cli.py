@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list supported SR architectures: scales, colour mode, size multiple, source"),
     "lint": ("lint", "check a QDQ ONNX model against ONNX Runtime / TensorRT Q/DQ rules"),
     "eval": ("evaluate", "PSNR/SSIM (Y channel, SR-paper convention) of a model on a benchmark"),
+    "check": ("check", "release check of an engine vs FP: quality, parity, latency, size; gates exit 1"),
     "upscale": ("upscale", "upscale images or folders with an ONNX / TensorRT engine (tiled)"),
 }
 
