@@ -14,6 +14,14 @@ Conv2d without zero padding it is a per-output-channel constant and joins the bi
 int32 rounding (exact fold). A zero-padded Conv2d sees ``beta`` only inside the image, so the
 term is the border-dependent map ``conv2d(beta * 1, W_q)``, added after the integer conv
 (export keeps it as an explicit constant Add); the int32 bias is then the original bias.
+
+Conv output quantizer (``QuantConv2d.output``, optional): ONNX Runtime runs a quantized Conv as
+an integer ``QLinearConv`` only when its output carries a QuantizeLinear, and that kernel
+requantizes its int32 accumulator at the output scale (``docs/export-ort-fusion.md``). The
+quantizer is applied to ``conv(x) + bias (+ beta map)`` before any following activation, in every
+mode (so the observation pass sees the conv's FP output). Linear layers need none: export keeps
+their bias as DQ(int32) and ORT's QGemm then has a float output, which ``simulate_int32_bias``
+already matches.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ class WeightedQuantLayer(nn.Module):
         self.weight_q = weight_q
         self.input_q = input_q
         self.simulate_int32_bias = simulate_int32_bias
+        self.output: FakeQuantizer | None = None  # conv output quantizer (QuantConv2d only)
+
+    def _output(self, y: Tensor) -> Tensor:
+        return y if self.output is None else self.output(y)
 
     def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -56,7 +68,7 @@ class WeightedQuantLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight_q(self.weight)
         if not self.input_q.quantizing:
-            return self._apply_op(self.input_q(x), w, self.bias)
+            return self._output(self._apply_op(self.input_q(x), w, self.bias))
         xq = self.input_q.quantize_shifted(x)
         bias, out_map = self.bias, None
         if self.input_q.beta is not None:
@@ -66,7 +78,7 @@ class WeightedQuantLayer(nn.Module):
         if bias is not None and self.simulate_int32_bias and self.weight_q.quantizing:
             bias = int32_bias(bias, self.input_q.qparams()[0], self.weight_q.qparams()[0])
         y = self._apply_op(xq, w, bias)
-        return y if out_map is None else y + out_map
+        return self._output(y if out_map is None else y + out_map)
 
 
 class QuantLinear(WeightedQuantLayer):
@@ -87,11 +99,12 @@ class QuantLinear(WeightedQuantLayer):
 
 
 class QuantConv2d(WeightedQuantLayer):
-    """``nn.Conv2d`` (same stride/padding/dilation/groups) with weight and input quantizers."""
+    """``nn.Conv2d`` (same stride/padding/dilation/groups) with weight, input and optional output quantizers."""
 
     def __init__(self, conv: nn.Conv2d, weight_q: FakeQuantizer, input_q: FakeQuantizer,
-                 simulate_int32_bias: bool = True) -> None:
+                 simulate_int32_bias: bool = True, output: FakeQuantizer | None = None) -> None:
         super().__init__(weight_q, input_q, simulate_int32_bias)
+        self.output = output
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(f"QuantConv2d supports explicit zero padding only, got {conv.padding_mode}/{conv.padding}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels

@@ -4,15 +4,15 @@ Files: ``<name>.json`` and ``<name>.safetensors`` beside it (the sidecar always 
 empty). Both are written to temporary files and renamed, sidecar first, so a reader never sees
 a JSON without its arrays.
 
-JSON (schema ``srq.recipe``, version 1)::
+JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
 
     {
-      "schema": "srq.recipe", "schema_version": 1, "srq_version": "0.1.0",
+      "schema": "srq.recipe", "schema_version": 2, "srq_version": "0.1.0",
       "model": {"arch": "SwinIR", "scale": 2, "fingerprint": "<sha256 of the FP state dict>"},
       "placement": {"policy": "2dquant", "w_bits": 4, "a_bits": 4, "symmetric": false,
                     "weight_granularity": "channel", "include": [], "exclude": [],
                     "one_direction": true, "one_direction_sites": [...],
-                    "bias_correction": false, "simulate_int32_bias": true},
+                    "bias_correction": false, "simulate_int32_bias": true, "conv_output_bits": 8},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -21,6 +21,7 @@ JSON (schema ``srq.recipe``, version 1)::
 One site::
 
     {"name": "layers.0.residual_group.blocks.0.attn.qkv.q.weight_q",   # module path of the quantizer
+                                                  # (<conv>.output: the conv's requantized output)
      "kind": "weight" | "activation",
      "op": "linear" | "conv2d" | "matmul",       # the consuming op (input a/b by role for matmul)
      "bits": 4, "symmetric": false, "narrow": false, "qmin": 0, "qmax": 15,
@@ -56,7 +57,7 @@ from srq.calib.sites import PlacementConfig, place_at
 from srq.errors import SrqError
 
 SCHEMA = "srq.recipe"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _ARRAYS = ("lb", "ub", "scale", "zero_point", "beta")
 
 

@@ -3,6 +3,9 @@
 Site names are the module paths of the ``FakeQuantizer`` modules, ``<layer path>.<role>``:
 
 * ``<conv or linear>.weight_q`` / ``<conv or linear>.input_q`` (e.g. ``IMDB1.c1.input_q``);
+* ``<conv>.output``: the requantization of a quantized conv's output (``conv_output_bits``,
+  8 by default; activation kind, per-tensor, asymmetric uint8 unless symmetric mode, op
+  ``conv2d``; never bias-corrected) -- ONNX Runtime's QLinearConv needs it, see ``srq.calib.layers``;
 * SwinIR attention (qkv split): ``<block>.attn.qkv.{q,k,v}.{weight_q,input_q}``,
   ``<block>.attn.proj.{weight_q,input_q}``, ``<block>.attn.matmul_qk.input_a`` (Q, scaled),
   ``<block>.attn.matmul_qk.input_b`` (K), ``<block>.attn.matmul_av.input_a`` (A, post-softmax),
@@ -58,13 +61,16 @@ class PlacementConfig:
     exclude: tuple[str, ...] = ()
     one_direction: bool = True  # False = 2DQuant's released code (symmetric search everywhere)
     one_direction_sites: tuple[str, ...] = ONE_DIRECTION_SITES
-    bias_correction: bool = False  # beta on activation sites with a symmetric (two-sided) search
+    bias_correction: bool = False  # beta on input sites with a symmetric (two-sided) search
     simulate_int32_bias: bool = True
+    conv_output_bits: int | None = 8  # output quantizer of every quantized Conv2d; None: none
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise SrqError(f"placement policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
         QuantFormat(self.w_bits), QuantFormat(self.a_bits)  # validates bit widths
+        if self.conv_output_bits is not None:
+            QuantFormat(self.conv_output_bits)
 
 
 def _is_window_attention(m: nn.Module) -> bool:
@@ -136,8 +142,8 @@ def _weight_q(layer: nn.Module, cfg: PlacementConfig, op: str, out_channels: int
     return FakeQuantizer("weight", fmt, op=op)
 
 
-def _act_q(cfg: PlacementConfig, op: str) -> FakeQuantizer:
-    return FakeQuantizer("activation", QuantFormat(cfg.a_bits, cfg.symmetric), op=op)
+def _act_q(cfg: PlacementConfig, op: str, bits: int | None = None) -> FakeQuantizer:
+    return FakeQuantizer("activation", QuantFormat(cfg.a_bits if bits is None else bits, cfg.symmetric), op=op)
 
 
 def _quant_layer(m: nn.Module, cfg: PlacementConfig) -> nn.Module:
@@ -145,8 +151,9 @@ def _quant_layer(m: nn.Module, cfg: PlacementConfig) -> nn.Module:
         return QuantLinear(m, _weight_q(m, cfg, "linear", m.out_features), _act_q(cfg, "linear"),
                            cfg.simulate_int32_bias)
     if isinstance(m, nn.Conv2d):
+        out = None if cfg.conv_output_bits is None else _act_q(cfg, "conv2d", cfg.conv_output_bits)
         return QuantConv2d(m, _weight_q(m, cfg, "conv2d", m.out_channels), _act_q(cfg, "conv2d"),
-                           cfg.simulate_int32_bias)
+                           cfg.simulate_int32_bias, out)
     raise SrqError(f"cannot quantize a {type(m).__name__}: only Conv2d and Linear layers")
 
 
@@ -233,9 +240,14 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str]) -> dict[s
     for name, q in sites.items():
         q.site = name
         q.one_direction = cfg.one_direction and q.kind == "activation" and _glob(name, cfg.one_direction_sites)
-        if cfg.bias_correction and q.kind == "activation" and not q.one_direction:
+        if cfg.bias_correction and q.kind == "activation" and not q.one_direction and not is_output_site(name):
             q.beta = nn.Parameter(torch.zeros_like(q.lb))
     return sites
+
+
+def is_output_site(name: str) -> bool:
+    """Whether ``name`` is a conv output quantizer (``<conv>.output``) rather than a layer input or weight."""
+    return name.endswith(".output")
 
 
 def set_mode(sites: dict[str, FakeQuantizer], mode: str) -> None:

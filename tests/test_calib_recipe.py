@@ -45,7 +45,8 @@ def _outputs(fp_model, recipe, x):
 
 def test_calibrate_leaves_the_fp_model_alone_and_describes_every_site(fp_model, recipe):
     assert not any(isinstance(m, FakeQuantizer) for m in fp_model.modules())
-    assert len(recipe.sites) == 2 * (2 * 7) + 2 * 2  # 7 convs per IMDB (c1-c5, 2 in CCA) + c.0 + LR_conv
+    # 7 convs per IMDB (c1-c5, 2 in CCA) + c.0 + LR_conv; weight, input and output quantizer each
+    assert len(recipe.sites) == 3 * (2 * 7 + 2)
     c1w = recipe.site("IMDB1.c1.weight_q")
     assert (c1w.kind, c1w.granularity, c1w.axis, c1w.lb.shape, c1w.qmax, c1w.beta) == ("weight", "channel", 0, (16,), 15, None)
     c1x = recipe.site("IMDB1.c1.input_q")
