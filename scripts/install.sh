@@ -26,11 +26,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
 if [ "$venv" != "none" ]; then
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  python="$venv/bin/python"
+  python="$(cd "$venv" && pwd)/bin/python"
 fi
 "$python" -m pip install --quiet --upgrade pip
 spec="$root"
 [ -n "$extras" ] && spec="$root[$extras]"
 # shellcheck disable=SC2086
 "$python" -m pip install --quiet $editable "$spec"
-"$python" -m srq.pipeline.cli --version
+# From outside the checkout: its srq/ folder would shadow a non-editable install.
+(cd / && "$python" -m srq --version)
