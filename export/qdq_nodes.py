@@ -92,14 +92,8 @@ def _axis_attrs(grid: IntGrid) -> dict[str, int]:
     return {} if grid.axis is None else {"axis": int(grid.axis)}
 
 
-def quantize_activation_input(graph: gs.Graph, consumer: gs.Node, input_index: int, grid: IntGrid,
-                              name: str) -> gs.Variable:
-    """Insert ``Q -> [Clip] -> DQ`` on ``consumer.inputs[input_index]`` only; returns the DQ output.
-
-    The ``Clip`` acts on the integer tensor (bounds of the container type), so the producer's
-    ``... -> Q`` pattern stays intact for ONNX Runtime's QDQ fusion.
-    """
-    x = consumer.inputs[input_index]
+def _qdq_chain(graph: gs.Graph, x: gs.Tensor, grid: IntGrid, name: str) -> gs.Variable:
+    """Append ``Q(x) -> [integer Clip] -> DQ`` nodes to ``graph``; returns the DQ output (nothing rewired)."""
     scale, zero_point = _qparams(grid, name)
     q = gs.Variable(f"{name}_q", dtype=CONTAINERS[grid.container][0], shape=x.shape)
     nodes = [gs.Node("QuantizeLinear", f"{name}_QuantizeLinear", attrs=_axis_attrs(grid),
@@ -114,6 +108,17 @@ def quantize_activation_input(graph: gs.Graph, consumer: gs.Node, input_index: i
     nodes.append(gs.Node("DequantizeLinear", f"{name}_DequantizeLinear", attrs=_axis_attrs(grid),
                          inputs=[q, scale, zero_point], outputs=[y]))
     graph.nodes.extend(nodes)
+    return y
+
+
+def quantize_activation_input(graph: gs.Graph, consumer: gs.Node, input_index: int, grid: IntGrid,
+                              name: str) -> gs.Variable:
+    """Insert ``Q -> [Clip] -> DQ`` on ``consumer.inputs[input_index]`` only; returns the DQ output.
+
+    The ``Clip`` acts on the integer tensor (bounds of the container type), so the producer's
+    ``... -> Q`` pattern stays intact for ONNX Runtime's QDQ fusion.
+    """
+    y = _qdq_chain(graph, consumer.inputs[input_index], grid, name)
     consumer.inputs[input_index] = y
     return y
 
@@ -175,6 +180,14 @@ def fold_into_bias(graph: gs.Graph, consumer: gs.Node, addend: np.ndarray, name:
     return bias
 
 
+def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:
+    """Make ``consumers`` read ``new`` wherever they read ``old`` (graphsurgeon lists take no slices)."""
+    for node in consumers:
+        for i, t in enumerate(node.inputs):
+            if t is old:
+                node.inputs[i] = new
+
+
 def add_output_constant(graph: gs.Graph, producer: gs.Node, addend: np.ndarray, name: str) -> gs.Variable:
     """Insert ``Add(producer.outputs[0], addend)`` in front of all of its consumers; returns the sum.
 
@@ -182,8 +195,7 @@ def add_output_constant(graph: gs.Graph, producer: gs.Node, addend: np.ndarray, 
     """
     out = producer.outputs[0]
     summed = gs.Variable(f"{name}_sum", dtype=out.dtype, shape=out.shape)
-    for node in list(out.outputs):
-        node.inputs[:] = [summed if t is out else t for t in node.inputs]
+    _rewire(list(out.outputs), out, summed)
     if out in graph.outputs:
         graph.outputs[graph.outputs.index(out)] = summed
     graph.nodes.append(gs.Node("Add", f"{name}_Add", inputs=[
@@ -194,3 +206,19 @@ def add_output_constant(graph: gs.Graph, producer: gs.Node, addend: np.ndarray, 
 def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
     """Set ``model.metadata_props`` keys (replacing existing ones of the same key)."""
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **entries})
+
+
+def quantize_activation_output(graph: gs.Graph, producer: gs.Node, grid: IntGrid, name: str) -> gs.Variable:
+    """Insert ``Q -> [Clip] -> DQ`` on ``producer.outputs[0]`` in front of ALL its consumers; returns the DQ output.
+
+    The ``Q`` directly after the producer is what ONNX Runtime's QLinearConv selector needs.
+    A graph output keeps its name (it moves to the DQ output).
+    """
+    out = producer.outputs[0]
+    consumers = list(out.outputs)
+    y = _qdq_chain(graph, out, grid, name)
+    _rewire(consumers, out, y)
+    if out in graph.outputs:
+        graph.outputs[graph.outputs.index(out)] = y
+        out.name, y.name = y.name, out.name
+    return y

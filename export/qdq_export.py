@@ -1,0 +1,324 @@
+"""QDQ ONNX export of a calibrated model: the FP graph plus Q/DQ nodes carrying the recipe's integer grids.
+
+``export_quantized(model, recipe, target, tile_hw, out_path, weights)``:
+
+1. FP graph at the fixed tile size (``srq.export.fp_onnx``).
+2. Each recipe site ``<module path>.<role>`` is mapped to ONNX nodes through the TorchScript
+   exporter's scope names (``/IMDB1/c1/Conv`` is module ``IMDB1.c1``; a Sequential child shows as
+   ``/cca/conv_du/conv_du.0/Conv``). Conv -> ``Conv``; Linear -> ``MatMul`` + ``Add`` (3-D input)
+   or ``Gemm``; SwinIR ``<attn>.matmul_qk`` / ``<attn>.matmul_av`` -> the first / second MatMul
+   in the attention scope; ``<attn>.qkv.{q,k,v}`` -> the fused qkv MatMul split into three
+   (``Concat`` back). Any site that does not map raises ``SrqError`` listing all of them.
+3. Roles: ``weight_q`` -> integer initializer + ``DequantizeLinear`` (per-channel axis of the
+   ONNX weight: 0 for Conv, 1 for the transposed MatMul weight); ``input_q`` / ``input_a`` /
+   ``input_b`` -> ``Q -> [integer Clip] -> DQ`` on that input; ``output`` -> the same on the
+   layer's output, in front of all consumers (ORT's QLinearConv needs it). Bias of a layer with
+   both weight and input quantized -> ``DQ(int32 round_half_even(b / (s_x * s_w)))``, which is
+   calib's ``simulate_int32_bias``.
+4. ``target="trt"``: every grid lowered by ``srq.export.symmetric.to_symmetric`` (zp 0, int8);
+   the effective bits lost per site are written next to the model as ``<stem>.bits_lost.json``.
+
+``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
+weights too, because ORT cannot create a session with int2 weights, see
+docs/export-ort-fusion.md): the smallest file, but ORT runs those layers as float ops.
+
+Bias-corrected recipes (``beta``) are refused: their export is not implemented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+import srq
+from srq.calib.recipe import Recipe, SiteParams
+from srq.errors import SrqError
+from srq.export.fp_onnx import export_fp_onnx
+from srq.export.qdq_nodes import (IntGrid, dequantize_bias_input, dequantize_weight_input,
+                                  quantize_activation_input, quantize_activation_output, set_metadata)
+from srq.export.symmetric import requantize_weight, to_symmetric
+from srq.zoo.loader import SRModel
+
+Target = Literal["ort", "trt"]
+WeightStorage = Literal["int8", "packed"]
+INPUT_ROLES = {"input_q": 0, "input_a": 0, "input_b": 1}
+OUTPUT_ROLES = ("output",)
+PACKED_OPSET = 21
+
+
+@dataclass
+class _Layer:
+    """ONNX nodes of one quantized layer: the compute node and, for Linear as MatMul, its bias Add."""
+
+    op: Literal["conv", "linear", "matmul"]
+    node: gs.Node
+    bias_add: gs.Node | None = None
+
+    @property
+    def output_node(self) -> gs.Node:
+        return self.bias_add or self.node
+
+
+def _scope(node_name: str) -> str | None:
+    """Module path of a TorchScript-exported node name (``/a/b.0/c/Conv`` -> ``a.b.0.c``)."""
+    if not node_name.startswith("/"):
+        return None
+    parts: list[str] = []
+    for part in node_name.strip("/").split("/")[:-1]:
+        if parts and part.startswith(parts[-1] + "."):
+            parts[-1] = part  # Sequential / ModuleList child: "conv_du/conv_du.0"
+        else:
+            parts.append(part)
+    return ".".join(parts)
+
+
+def _const_input(node: gs.Node) -> int | None:
+    idx = [i for i, t in enumerate(node.inputs) if isinstance(t, gs.Constant)]
+    return idx[0] if len(idx) == 1 else None
+
+
+class _LayerMap:
+    """Module path -> ``_Layer`` over one imported FP graph."""
+
+    def __init__(self, graph: gs.Graph):
+        self.graph = graph
+        self.scopes: dict[str, list[gs.Node]] = {}
+        for n in graph.nodes:
+            s = _scope(n.name)
+            if s is not None:
+                self.scopes.setdefault(s, []).append(n)
+        self.split: dict[str, dict[str, _Layer]] = {}
+
+    def _linear_or_conv(self, path: str) -> _Layer | None:
+        nodes = self.scopes.get(path, [])
+        ops = [n.op for n in nodes]
+        if ops == ["Conv"]:
+            return _Layer("conv", nodes[0])
+        if ops == ["Gemm"] and nodes[0].attrs.get("transB", 0) == 1:
+            return _Layer("linear", nodes[0])
+        if ops in (["MatMul"], ["MatMul", "Add"]) and isinstance(nodes[0].inputs[1], gs.Constant):
+            add = nodes[1] if len(nodes) == 2 else None
+            if add is not None and _const_input(add) is None:
+                return None
+            return _Layer("linear", nodes[0], add)
+        return None
+
+    def _split_qkv(self, path: str) -> dict[str, _Layer] | None:
+        """Replace the fused qkv MatMul (+ Add) at ``path`` by three, concatenated on the last axis."""
+        fused = self._linear_or_conv(path)
+        if fused is None or fused.node.op != "MatMul":
+            return None
+        w = np.asarray(fused.node.inputs[1].values)
+        c = w.shape[1] // 3
+        x = fused.node.inputs[0]
+        out = fused.output_node.outputs[0]
+        bias = None
+        if fused.bias_add is not None:
+            bias = np.asarray(fused.bias_add.inputs[_const_input(fused.bias_add)].values)
+        parts: dict[str, _Layer] = {}
+        outs = []
+        for i, role in enumerate("qkv"):
+            name = f"{path}.{role}"
+            y = gs.Variable(f"{name}_matmul", np.float32)
+            mm = gs.Node("MatMul", f"{name}_MatMul", inputs=[x, gs.Constant(f"{name}.weight_t", w[:, i * c:(i + 1) * c].copy())],
+                         outputs=[y])
+            self.graph.nodes.append(mm)
+            add = None
+            if bias is not None:
+                z = gs.Variable(f"{name}_add", np.float32)
+                add = gs.Node("Add", f"{name}_Add", inputs=[y, gs.Constant(f"{name}.bias", bias[i * c:(i + 1) * c].copy())],
+                              outputs=[z])
+                self.graph.nodes.append(add)
+                y = z
+            outs.append(y)
+            parts[role] = _Layer("linear", mm, add)
+        fused.output_node.outputs.clear()
+        if fused.bias_add is not None:
+            fused.node.outputs.clear()
+        self.graph.nodes.append(gs.Node("Concat", f"{path}_Concat", attrs={"axis": -1}, inputs=outs, outputs=[out]))
+        return parts
+
+    def find(self, path: str) -> _Layer | None:
+        parent, _, last = path.rpartition(".")
+        if last in ("matmul_qk", "matmul_av"):
+            mms = [n for n in self.scopes.get(parent, []) if n.op == "MatMul"]
+            if len(mms) != 2:
+                return None
+            return _Layer("matmul", mms[0 if last == "matmul_qk" else 1])
+        if last in ("q", "k", "v") and parent.endswith(".qkv"):
+            if parent not in self.split:
+                parts = self._split_qkv(parent)
+                if parts is None:
+                    return None
+                self.split[parent] = parts
+            return self.split[parent][last]
+        return self._linear_or_conv(path)
+
+
+def _grid(s: SiteParams, container: str | None = None, axis: int | None = None) -> IntGrid:
+    container = container or ("int8" if s.symmetric else "uint8")
+    return IntGrid(np.asarray(s.scale, np.float32), np.asarray(s.zero_point, np.int64), s.qmin, s.qmax, container,
+                   axis if s.axis is not None else None)
+
+
+def _quantize_values(w: np.ndarray, grid: IntGrid) -> np.ndarray:
+    """``clamp(round_half_even(w / s) + zp, qmin, qmax)`` in float32, as calib's fake quantizer."""
+    shape = [1] * w.ndim
+    if grid.axis is not None:
+        shape[grid.axis] = -1
+    s = np.asarray(grid.scale, np.float32).reshape(shape)
+    zp = np.asarray(grid.zero_point, np.float32).reshape(shape)
+    return np.clip(np.round(np.asarray(w, np.float32) / s) + zp, grid.qmin, grid.qmax).astype(np.int64)
+
+
+def _packed_container(grid: IntGrid) -> str:
+    return "int4" if grid.qmin < 0 else "uint4"
+
+
+class _Exporter:
+    def __init__(self, graph: gs.Graph, recipe: Recipe, target: Target, weights: WeightStorage):
+        self.graph, self.recipe, self.target, self.weights = graph, recipe, target, weights
+        self.bits_lost: dict[str, float] = {}
+        self.packed = False
+
+    def _lower(self, s: SiteParams, grid: IntGrid) -> IntGrid:
+        if self.target == "ort":
+            return grid
+        sym, lost = to_symmetric(grid, weight=s.kind == "weight")
+        self.bits_lost[s.name] = lost
+        return sym
+
+    def weight(self, layer: _Layer, s: SiteParams) -> IntGrid:
+        w_in = 1
+        const = layer.node.inputs[w_in]
+        if not isinstance(const, gs.Constant):
+            raise SrqError(f"site {s.name}: the weight of {layer.node.name} is not a constant")
+        axis = 1 if layer.node.op == "MatMul" else 0
+        grid = _grid(s, axis=axis)
+        q = _quantize_values(np.asarray(const.values), grid)
+        low = self._lower(s, grid)
+        if low is not grid:
+            q = requantize_weight(q, grid, low)
+        if self.weights == "packed" and s.bits <= 4:
+            low = IntGrid(low.scale, low.zero_point, low.qmin, low.qmax, _packed_container(low), low.axis)
+            self.packed = True
+        dequantize_weight_input(self.graph, layer.node, w_in, q, low, s.name)
+        return low
+
+    def activation(self, layer: _Layer, s: SiteParams, role: str) -> IntGrid:
+        grid = self._lower(s, _grid(s))
+        if role in OUTPUT_ROLES:
+            quantize_activation_output(self.graph, layer.output_node, grid, s.name)
+        else:
+            quantize_activation_input(self.graph, layer.node, INPUT_ROLES[role], grid, s.name)
+        return grid
+
+    def bias(self, layer: _Layer, x: IntGrid, w: IntGrid, name: str) -> None:
+        step = (np.float32(x.scale) * np.asarray(w.scale, np.float32)).astype(np.float32)
+        if layer.op == "conv" or layer.node.op == "Gemm":
+            if len(layer.node.inputs) > 2 and isinstance(layer.node.inputs[2], gs.Constant):
+                dequantize_bias_input(self.graph, layer.node, 2, step, name)
+        elif layer.bias_add is not None:
+            dequantize_bias_input(self.graph, layer.bias_add, _const_input(layer.bias_add), step, name)
+
+    def layer(self, layer: _Layer, sites: dict[str, SiteParams], path: str) -> None:
+        grids: dict[str, IntGrid] = {}
+        for role, s in sites.items():
+            if role == "weight_q":
+                grids[role] = self.weight(layer, s)
+            else:
+                grids[role] = self.activation(layer, s, role)
+        if "weight_q" in grids and "input_q" in grids and self.recipe.placement.simulate_int32_bias:
+            self.bias(layer, grids["input_q"], grids["weight_q"], f"{path}.bias_int32")
+
+
+def recipe_fingerprint(recipe: Recipe) -> str:
+    """sha256 over the recipe as written by ``Recipe.save``: JSON bytes then sidecar bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recipe.json"
+        recipe.save(path)
+        return hashlib.sha256(path.read_bytes() + path.with_suffix(".safetensors").read_bytes()).hexdigest()
+
+
+def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
+    layers: dict[str, dict[str, SiteParams]] = {}
+    known = set(INPUT_ROLES) | set(OUTPUT_ROLES) | {"weight_q"}
+    for s in recipe.sites:
+        path, _, role = s.name.rpartition(".")
+        if role not in known:
+            raise SrqError(f"recipe site {s.name}: unknown role {role!r} (known: {', '.join(sorted(known))})")
+        if s.beta is not None:
+            raise SrqError(f"recipe site {s.name}: bias-corrected (beta) recipes cannot be exported yet; "
+                           "calibrate without bias correction")
+        layers.setdefault(path, {})[role] = s
+    return layers
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tuple[int, int],
+                     out_path: str | Path, weights: WeightStorage = "int8") -> Path:
+    """Write the QDQ ONNX model of ``model`` quantized by ``recipe`` for ``target`` to ``out_path``.
+
+    Input ``lr`` (1, C, H, W) float32 in [0, 1], ``(H, W) = tile_hw`` (multiples of
+    ``model.size_multiple``); output ``sr`` (1, C, sH, sW). ``target="trt"`` also writes
+    ``<stem>.bits_lost.json`` ({site: effective bits lost}). Nothing is left behind on error.
+    """
+    if target not in ("ort", "trt") or weights not in ("int8", "packed"):
+        raise SrqError(f"export: target {target!r} / weights {weights!r}: choose ort|trt and int8|packed")
+    if target == "trt" and weights == "packed":
+        raise SrqError("export: TensorRT takes int4 only as block-quantized weights; use --weights int8 for trt")
+    recipe.check_matches(model)
+    layers = _group_sites(recipe)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".qdq_export-") as tmp:
+        fp = onnx.load(str(export_fp_onnx(model, tile_hw, Path(tmp) / "fp.onnx")))
+        graph = gs.import_onnx(fp)
+        found = _LayerMap(graph)
+        matched = {path: found.find(path) for path in layers}
+        unmatched = sorted(p for p, layer in matched.items() if layer is None)
+        if unmatched:
+            names = [s for p in unmatched for s in (f"{p}.{r}" for r in layers[p])]
+            raise SrqError(f"recipe sites with no matching node in the {model.arch} ONNX graph: {', '.join(names)}")
+        exporter = _Exporter(graph, recipe, target, weights)
+        for path, layer in matched.items():
+            exporter.layer(layer, layers[path], path)
+        proto = gs.export_onnx(graph.cleanup().toposort())
+        if exporter.packed:
+            for op in proto.opset_import:
+                if op.domain in ("", "ai.onnx"):
+                    op.version = PACKED_OPSET
+        proto.metadata_props.extend(fp.metadata_props)
+        set_metadata(proto, {
+            "srq.version": srq.__version__, "srq.recipe_sha256": recipe_fingerprint(recipe),
+            "srq.site_bits": json.dumps({s.name: s.bits for s in recipe.sites}),
+            "srq.target": target, "srq.weights": weights})
+        onnx.checker.check_model(proto)
+        _atomic_write(out_path, proto.SerializeToString())
+        if target == "trt":
+            report = out_path.with_name(f"{out_path.stem}.bits_lost.json")
+            try:
+                _atomic_write(report, (json.dumps(exporter.bits_lost, indent=1) + "\n").encode())
+            except BaseException:
+                out_path.unlink(missing_ok=True)
+                raise
+    return out_path
