@@ -1,4 +1,5 @@
-"""``calibrate(model, CalibConfig(...), batches, info) -> Recipe``: placement, FP observation, phase-1 search."""
+"""``calibrate(model, CalibConfig(...), batches, info) -> Recipe``: placement, FP observation, phase-1 search,
+then (``CalibConfig.dqc.iterations > 0``) phase-2 DQC on the same calibration crops."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from srq.calib.dqc import DQCConfig, distill
 from srq.calib.layers import WeightedQuantLayer
 from srq.calib.observe import Observer, attach_observers
 from srq.calib.quantizer import FakeQuantizer, check_finite
@@ -22,7 +24,7 @@ from srq.errors import SrqError
 
 @dataclass(frozen=True)
 class CalibConfig:
-    """Calibration settings: placement, phase-1 search, sample size per activation site, seed.
+    """Calibration settings: placement, phase-1 search, phase-2 DQC, sample size per activation site, seed.
 
     ``sample_cap``: values kept per activation site for the search (seeded uniform subsample with
     replacement; 2^17 resolves tail masses down to ~1e-5 while the 384-site SwinIR-light search
@@ -32,6 +34,7 @@ class CalibConfig:
 
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    dqc: DQCConfig = field(default_factory=DQCConfig)
     sample_cap: int = 1 << 17
     seed: int = 0
     data: str = ""
@@ -86,12 +89,15 @@ def calibrate(model: nn.Module, config: CalibConfig, batches: Iterable[Tensor], 
     """Calibrate a copy of ``model`` (the argument stays FP) and return its ``Recipe``.
 
     ``batches``: LR calibration tensors ``(N, C, h, w)`` float32 in the model's input range,
-    observed by one no-grad FP pass. ``info``: the FP model's identity (``ModelInfo.of(sr_model)``).
+    observed by one no-grad FP pass and (all batches concatenated, so equal ``h, w``) the DQC crops.
+    ``info``: the FP model's identity (``ModelInfo.of(sr_model)``). DQC's record is in
+    ``recipe.calibration.settings["dqc_result"]`` (best validation PSNR in dB, step time in s).
     """
     start = time.perf_counter()
     batches = list(batches)
     if not batches:
         raise SrqError("calibration data: no batches")
+    teacher = model.eval()
     model = copy.deepcopy(model).eval()
     sites = place_quantizers(model, config.placement, batches[0][:1])
     observers = attach_observers(model, sites, config.sample_cap, config.seed)
@@ -102,7 +108,16 @@ def calibrate(model: nn.Module, config: CalibConfig, batches: Iterable[Tensor], 
         q.observer = None
     init_bounds(model, sites, observers, config)
     set_mode(sites, "quant")
-    meta = CalibMeta(method=config.search.method, data=config.data, seed=config.seed,
-                     wall_time_s=round(time.perf_counter() - start, 3),
-                     settings={"search": asdict(config.search), "sample_cap": config.sample_cap})
+    settings = {"search": asdict(config.search), "sample_cap": config.sample_cap}
+    loss_curve: tuple[float, ...] = ()
+    iterations = 0
+    if config.dqc.iterations > 0:
+        result = distill(model, teacher, torch.cat(batches), config.dqc, seed=config.seed)
+        loss_curve, iterations = tuple(round(v, 7) for v in result.loss_curve), result.iterations_done
+        settings["dqc"] = asdict(config.dqc)
+        settings["dqc_result"] = {"best_psnr_db": result.best_psnr, "best_iteration": result.best_iteration,
+                                  "val_psnr_db": [list(v) for v in result.val_psnr], "interrupted": result.interrupted,
+                                  "step_time_s": round(result.step_time_s, 4)}
+    meta = CalibMeta(method=config.search.method, data=config.data, seed=config.seed, iterations=iterations,
+                     wall_time_s=round(time.perf_counter() - start, 3), loss_curve=loss_curve, settings=settings)
     return recipe_from_sites(sites, info, config.placement, meta)
