@@ -37,6 +37,7 @@ from typing import Literal
 
 import numpy as np
 import onnx
+import onnx.version_converter
 import onnx_graphsurgeon as gs
 
 import srq
@@ -188,7 +189,6 @@ class _Exporter:
     def __init__(self, graph: gs.Graph, recipe: Recipe, target: Target, weights: WeightStorage):
         self.graph, self.recipe, self.target, self.weights = graph, recipe, target, weights
         self.bits_lost: dict[str, float] = {}
-        self.packed = False
 
     def _lower(self, s: SiteParams, grid: IntGrid) -> IntGrid:
         if self.target == "ort":
@@ -210,7 +210,6 @@ class _Exporter:
             q = requantize_weight(q, grid, low)
         if self.weights == "packed" and s.bits <= 4:
             low = IntGrid(low.scale, low.zero_point, low.qmin, low.qmax, _packed_container(low), low.axis)
-            self.packed = True
         dequantize_weight_input(self.graph, layer.node, w_in, q, low, s.name)
         return low
 
@@ -237,7 +236,9 @@ class _Exporter:
                 grids[role] = self.weight(layer, s)
             else:
                 grids[role] = self.activation(layer, s, role)
-        if "weight_q" in grids and "input_q" in grids and self.recipe.placement.simulate_int32_bias:
+        # TensorRT takes no INT32 Q/DQ (lint rule trt-type): its bias stays float, fused by the builder.
+        if ("weight_q" in grids and "input_q" in grids and self.recipe.placement.simulate_int32_bias
+                and self.target == "ort"):
             self.bias(layer, grids["input_q"], grids["weight_q"], f"{path}.bias_int32")
 
 
@@ -292,6 +293,8 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".qdq_export-") as tmp:
         fp = onnx.load(str(export_fp_onnx(model, tile_hw, Path(tmp) / "fp.onnx")))
+        if weights == "packed" and any(s.kind == "weight" and s.bits <= 4 for s in recipe.sites):
+            fp = onnx.version_converter.convert_version(fp, PACKED_OPSET)  # sub-byte types need opset 21
         graph = gs.import_onnx(fp)
         found = _LayerMap(graph)
         matched = {path: found.find(path) for path in layers}
@@ -303,10 +306,6 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         for path, layer in matched.items():
             exporter.layer(layer, layers[path], path)
         proto = gs.export_onnx(graph.cleanup().toposort())
-        if exporter.packed:
-            for op in proto.opset_import:
-                if op.domain in ("", "ai.onnx"):
-                    op.version = PACKED_OPSET
         proto.metadata_props.extend(fp.metadata_props)
         set_metadata(proto, {
             "srq.version": srq.__version__, "srq.recipe_sha256": recipe_fingerprint(recipe),
