@@ -17,7 +17,9 @@ from srq.errors import GateFailure, SrqError
 # when their command runs, so `srq upscale` never imports torch.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list supported SR architectures: scales, colour mode, size multiple, source"),
+    "export": ("export", "write a calibrated model as QDQ ONNX for ONNX Runtime (ort) or TensorRT (trt)"),
     "lint": ("lint", "check a QDQ ONNX model against ONNX Runtime / TensorRT Q/DQ rules"),
+    "calibrate": ("calibrate", "quantize a model post-training (2DQuant / 2DQuant+) and write a recipe"),
     "eval": ("evaluate", "PSNR/SSIM (Y channel, SR-paper convention) of a model on a benchmark"),
     "check": ("check", "release check of an engine vs FP: quality, parity, latency, size; gates exit 1"),
     "upscale": ("upscale", "upscale images or folders with an ONNX / TensorRT engine (tiled)"),
