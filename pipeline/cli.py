@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lint": ("lint", "check a QDQ ONNX model against ONNX Runtime / TensorRT Q/DQ rules"),
     "calibrate": ("calibrate", "quantize a model post-training (2DQuant / 2DQuant+) and write a recipe"),
     "eval": ("evaluate", "PSNR/SSIM (Y channel, SR-paper convention) of a model on a benchmark"),
+    "run": ("run", "the whole job: calibrate -> export -> check for each bit setting, one verdict"),
     "check": ("check", "release check of an engine vs FP: quality, parity, latency, size; gates exit 1"),
     "upscale": ("upscale", "upscale images or folders with an ONNX / TensorRT engine (tiled)"),
 }

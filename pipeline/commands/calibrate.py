@@ -1,0 +1,103 @@
+"""Calibrate post-training quantization of an SR model and write a recipe (2DQuant / 2DQuant+).
+
+Places fake quantizers (--policy: 2dquant = SwinIR attention + MLP, the default for SwinIR;
+body = every LR-side conv but the first, the default otherwise; all = every Conv/Linear/MatMul
+but the first and last layer), observes their FP inputs on random LR crops of --calib-data,
+initialises every clipping range with --method (phase 1), then optionally refines the ranges
+(and the bias-correction shifts) by distillation from the FP model for --dqc-iters steps
+(phase 2, DQC; the best state on a held-out eighth of the crops is kept; Ctrl-C stops it and
+keeps the best state so far). The recipe (JSON + .safetensors sidecar, written atomically) is
+what `srq eval --recipe` and the export read.
+
+Methods: minmax, percentile (99.99 %), dobi (2DQuant's bound search), sorted (2DQuant+ sorted
+grading; default). --bias-correction adds 2DQuant+'s per-site shift beta.
+
+examples:
+  srq calibrate IMDN_x2.pth --bits w8a8 --out imdn_w8a8.json
+  srq calibrate IMDN_x2.pth --bits w4a4 --bias-correction --dqc-iters 200 --out imdn_w4a4.json
+  srq eval IMDN_x2.pth --data Set5 --recipe imdn_w4a4.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+METHODS = ("minmax", "percentile", "dobi", "sorted")
+_BITS = re.compile(r"w([2-8])a([2-8])")
+
+
+def parse_bits(text: str) -> tuple[int, int]:
+    """``"w4a4"`` -> ``(4, 4)``: weight and activation bits, each 2..8."""
+    m = _BITS.fullmatch(text.strip().lower())
+    if m is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected wNaM with weight bits N and activation bits M between 2 and 8 (e.g. w4a4, w8a8)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint (.pth/.pt/.safetensors) or built-in name (see `srq models`)")
+    p.add_argument("--out", type=Path, required=True, help="recipe file to write (.json; sidecar .safetensors beside it)")
+    p.add_argument("--scale", type=int, default=None, help="upscaling factor (default: the model's own)")
+    p.add_argument("--bits", type=parse_bits, default=(4, 4), metavar="wNaM",
+                   help="weight / activation bits, 2..8 each (default w4a4)")
+    p.add_argument("--method", choices=METHODS, default="sorted", help="phase-1 bound search (default sorted)")
+    p.add_argument("--bias-correction", action="store_true", help="2DQuant+ shift beta on two-sided input sites")
+    p.add_argument("--policy", choices=("2dquant", "body", "all"), default=None,
+                   help="where quantizers go (default: 2dquant for SwinIR, body otherwise)")
+    p.add_argument("--symmetric", action="store_true", help="symmetric int8-container quantization (TensorRT)")
+    p.add_argument("--conv-output-bits", type=int, default=8, metavar="B",
+                   help="bits of each quantized conv's output requantization (ORT QLinearConv; default 8, 0 = none)")
+    p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
+                   help="images whose LR side is cropped for calibration (default builtin:calib)")
+    p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
+    p.add_argument("--crop-size", type=int, default=64, help="LR crop side in pixels (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for crops, sampling and DQC batches (default 0)")
+    p.add_argument("--dqc-iters", type=int, default=0, help="phase-2 DQC iterations (default 0 = phase 1 only)")
+    p.add_argument("--dqc-batch", type=int, default=8, help="DQC batch size (default 8)")
+    p.add_argument("--dqc-patch", type=int, default=48, help="DQC LR patch side, <= --crop-size (default 48)")
+    p.add_argument("--dqc-lr", type=float, default=1e-2, help="DQC Adam learning rate (default 1e-2)")
+    p.add_argument("--feature-weight", type=float, default=5.0, help="DQC feature-loss weight lambda (default 5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from srq.calib import CalibConfig, DQCConfig, ModelInfo, PlacementConfig, SearchConfig, calibrate, calibration_crops
+    from srq.errors import SrqError
+    from srq.zoo.loader import load_model
+
+    start = time.perf_counter()
+    if args.out.suffix != ".json":
+        raise SrqError(f"{args.out}: the recipe must be a .json file")
+    if args.crops < 2 or args.crop_size < 8:
+        raise SrqError(f"--crops {args.crops} / --crop-size {args.crop_size}: need at least 2 crops of 8 pixels")
+    model = load_model(args.model, args.scale)
+    policy = args.policy or ("2dquant" if model.arch == "SwinIR" else "body")
+    w_bits, a_bits = args.bits
+    placement = PlacementConfig(policy=policy, w_bits=w_bits, a_bits=a_bits, symmetric=args.symmetric,
+                                bias_correction=args.bias_correction,
+                                conv_output_bits=args.conv_output_bits or None)
+    dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
+                    lr=args.dqc_lr, feature_weight=args.feature_weight)
+    crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)
+    data = f"{args.calib_data}: {args.crops} LR crops {args.crop_size}x{args.crop_size}, seed {args.seed}"
+    config = CalibConfig(placement=placement, search=SearchConfig(method=args.method), dqc=dqc, seed=args.seed,
+                         data=data)
+    recipe = calibrate(model.module, config, list(crops.split(8)), ModelInfo.of(model))
+    recipe.save(args.out)
+    kinds = [s.kind for s in recipe.sites]
+    outputs = sum(s.name.endswith(".output") for s in recipe.sites)
+    print(f"{model.arch} x{model.scale}: W{w_bits}A{a_bits} {args.method}"
+          f"{' + beta' if args.bias_correction else ''}, policy {policy}, {len(kinds)} sites "
+          f"({kinds.count('weight')} weight, {kinds.count('activation') - outputs} input, {outputs} conv output)")
+    if args.dqc_iters:
+        r = recipe.calibration.settings["dqc_result"]
+        print(f"DQC: {recipe.calibration.iterations}/{args.dqc_iters} iterations"
+              f"{' (interrupted: best state so far kept)' if r['interrupted'] else ''}, "
+              f"{r['step_time_s']:.3f} s/step, best validation PSNR vs FP {r['best_psnr_db']:.2f} dB "
+              f"at iteration {r['best_iteration']} (phase 1: {r['val_psnr_db'][0][1]:.2f} dB)")
+    print(f"wrote {args.out} (+ {args.out.with_suffix('.safetensors').name}) in {time.perf_counter() - start:.1f} s")
+    return 0
