@@ -287,6 +287,10 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         raise SrqError(f"export: target {target!r} / weights {weights!r}: choose ort|trt and int8|packed")
     if target == "trt" and weights == "packed":
         raise SrqError("export: TensorRT takes int4 only as block-quantized weights; use --weights int8 for trt")
+    m = model.size_multiple
+    if tile_hw[0] <= 0 or tile_hw[1] <= 0 or tile_hw[0] % m or tile_hw[1] % m:
+        raise SrqError(f"{model.source}: tile {tile_hw[0]}x{tile_hw[1]} is not a multiple of {m} "
+                       f"(the {model.arch} size multiple)")
     recipe.check_matches(model)
     layers = _group_sites(recipe)
     out_path = Path(out_path)
