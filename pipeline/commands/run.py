@@ -1,0 +1,88 @@
+"""The whole job in one command: calibrate -> export -> check, for each bit setting.
+
+For every --bits setting (default w8a8 and w4a4) it writes OUT/<bits>/recipe.json
+(srq calibrate), OUT/<bits>/model.onnx (srq export) and OUT/<bits>/report/ (srq check:
+report.html, report.md, report.json), each stage exactly as its own command would, then
+prints one verdict line per setting. It exits 1 when any setting fails a gate, 2 on bad input.
+
+Defaults: the built-in SwinIR-light x2, builtin:calib for calibration, builtin:demo for the
+check, 2DQuant+ sorted grading with bias correction and a short DQC, tile 64x64, ONNX Runtime,
+and the parity gate (the engine must compute what calibration simulated).
+
+examples:
+  srq run --out runs/default
+  srq run ../shared/data/weights/IMDN/IMDN_x2.pth --bits w8a8 --max-psnr-drop 0.05 --out runs/imdn
+  srq run IMDN_x2.pth --bits w4a4 --dqc-iters 300 --check-data ../shared/data/benchmarks/Set5 --out runs/imdn4
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default="swinir-light-x2",
+                   help="checkpoint or built-in name (default: swinir-light-x2)")
+    p.add_argument("--out", type=Path, required=True, help="output folder: one sub-folder per bit setting")
+    p.add_argument("--bits", default="w8a8,w4a4", help="comma-separated wNaM settings (default w8a8,w4a4)")
+    p.add_argument("--scale", type=int, default=None, help="upscaling factor for multi-scale checkpoints")
+    p.add_argument("--target", choices=("ort", "trt"), default="ort", help="engine target (default ort)")
+    p.add_argument("--tile", default="64x64", help="engine LR tile HxW (default 64x64)")
+    p.add_argument("--method", default="sorted", help="phase-1 bound search (default sorted)")
+    p.add_argument("--no-bias-correction", action="store_true", help="turn off 2DQuant+'s beta shift")
+    p.add_argument("--dqc-iters", type=int, default=100, help="phase-2 DQC iterations (default 100; 0 = off)")
+    p.add_argument("--calib-data", default="builtin:calib", help="calibration images (default builtin:calib)")
+    p.add_argument("--crops", type=int, default=32, help="calibration LR crops (default 32)")
+    p.add_argument("--check-data", default="builtin:demo", help="check images (default builtin:demo)")
+    p.add_argument("--latency-runs", type=int, default=20, help="timed runs per engine (default 20)")
+    g = p.add_argument_group("gates (passed to srq check)")
+    g.add_argument("--max-psnr-drop", type=float, default=None, metavar="DB")
+    g.add_argument("--min-parity-psnr", type=float, default=50.0, metavar="DB", help="default 50")
+    g.add_argument("--min-speedup", type=float, default=None, metavar="X")
+
+
+def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple[str, list[str]]]:
+    scale = ["--scale", str(args.scale)] if args.scale else []
+    recipe, onnx = str(folder / "recipe.json"), str(folder / "model.onnx")
+    calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
+                 "--dqc-iters", str(args.dqc_iters), "--calib-data", args.calib_data, "--crops", str(args.crops),
+                 "--out", recipe] + ([] if args.no_bias_correction else ["--bias-correction"]) \
+        + (["--symmetric"] if args.target == "trt" else [])
+    export = ["export", args.model, *scale, "--recipe", recipe, "--target", args.target, "--tile", args.tile,
+              "--out", onnx]
+    gates = [f"--{k.replace('_', '-')}={v}" for k, v in
+             (("max_psnr_drop", args.max_psnr_drop), ("min_parity_psnr", args.min_parity_psnr),
+              ("min_speedup", args.min_speedup)) if v is not None]
+    check = ["check", "--fp", args.model, *scale, "--engine", onnx, "--recipe", recipe, "--data", args.check_data,
+             "--report", str(folder / "report"), "--latency-runs", str(args.latency_runs), *gates]
+    return [("calibrate", calibrate), ("export", export), ("check", check)]
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from srq.errors import SrqError
+    from srq.pipeline.cli import main
+
+    settings = [b.strip().lower() for b in args.bits.split(",") if b.strip()]
+    if not settings:
+        raise SrqError("--bits: give at least one wNaM setting")
+    verdicts = []
+    for i, bits in enumerate(settings, 1):
+        folder = args.out / bits
+        folder.mkdir(parents=True, exist_ok=True)
+        for j, (stage, argv) in enumerate(_stage_args(args, bits, folder), 1):
+            print(f"[{bits} {i}/{len(settings)}] {j}/3 {stage}", flush=True)
+            code = main(argv)
+            if code == 2 or (code != 0 and stage != "check"):
+                return code
+        report = json.loads((folder / "report" / "report.json").read_text())
+        verdicts.append((bits, report))
+    print()
+    for bits, report in verdicts:
+        s = report["summary"]
+        print(f"{bits}: {'PASSED' if report['passed'] else 'FAILED'}  Y-PSNR {s['fp_psnr_y']:.3f} -> "
+              f"{s['q_psnr_y']:.3f} dB, parity {s.get('parity_psnr') or float('nan'):.2f} dB, "
+              f"x{s['speedup']:.2f}  {args.out / bits / 'report' / 'report.html'}")
+    return 0 if all(r["passed"] for _, r in verdicts) else 1

@@ -1,0 +1,35 @@
+"""`srq run` end to end on a real checkpoint (reduced budget): calibrate -> export -> check, and its gates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _run(shared_data: Path, out: Path, *gates: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "srq", "run", str(shared_data / "weights/FSRCNN/fsrcnn_x2.pth"),
+           "--bits", "w8a8", "--dqc-iters", "0", "--crops", "8", "--tile", "32x32",
+           "--no-bias-correction", "--out", str(out), *gates]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent)
+
+
+def test_run_passes_and_fails_on_gates(shared_data, tmp_path):
+    ok = _run(shared_data, tmp_path / "ok", "--max-psnr-drop", "1.0")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    folder = tmp_path / "ok" / "w8a8"
+    assert {p.name for p in folder.iterdir()} >= {"recipe.json", "recipe.safetensors", "model.onnx", "report"}
+    report = json.loads((folder / "report" / "report.json").read_text())
+    assert report["passed"] is True
+    s = report["summary"]
+    for key in ("fp_psnr_y", "q_psnr_y", "psnr_drop", "parity_psnr", "fp_ms", "q_ms", "speedup"):
+        assert isinstance(s[key], float), key
+    assert s["psnr_drop"] <= 1.0 and s["parity_psnr"] >= 50.0
+    assert "PASSED" in ok.stdout and "report.html" in ok.stdout
+
+    bad = _run(shared_data, tmp_path / "bad", "--min-speedup", "100")
+    assert bad.returncode == 1
+    assert "--min-speedup" in bad.stderr
+    report = json.loads((tmp_path / "bad" / "w8a8" / "report" / "report.json").read_text())
+    assert report["passed"] is False and len(report["failures"]) == 1
