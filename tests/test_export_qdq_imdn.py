@@ -86,44 +86,37 @@ def _parity(shared_data, recipe, path, tiles) -> tuple[float, float]:
     return (float("inf") if mse == 0 else 10 * np.log10(1 / mse)), float(np.mean(np.abs(d) > 1 / 255))
 
 
-def _first_block_lsb(shared_data, recipe, path, x) -> dict[str, tuple[float, float]]:
-    """Per IMDB1 conv output site: (max |engine - fake-quant| in LSB, fraction of differing values)."""
-    sites = [s for s in recipe.sites if s.name.startswith("IMDB1.") and s.name.endswith(".output")]
+def _first_conv_lsb(shared_data, recipe, path, x) -> tuple[float, float]:
+    """IMDB1.c1's output (Q -> DQ): (max |engine - fake-quant| in LSB, fraction of differing values)."""
+    site = recipe.site("IMDB1.c1.output")
     model = onnx.load(path)
-    for s in sites:
-        model.graph.output.append(onnx.helper.make_tensor_value_info(f"{s.name}_dq", onnx.TensorProto.FLOAT, None))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(f"{site.name}_dq", onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every DQ tensor
-    outs = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
-        [f"{s.name}_dq" for s in sites], {"lr": x.numpy()})
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the DQ tensor
+    (out,) = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
+        [f"{site.name}_dq"], {"lr": x.numpy()})
     fake = load_model(_weights(shared_data))
-    quantizers = apply_recipe(fake.module, recipe)
-    seen: dict[str, np.ndarray] = {}
+    seen: list[np.ndarray] = []
 
-    def keep(name: str):
-        def hook(_module, _args, y) -> None:  # copy: IMDN's LeakyReLU runs in place on this tensor
-            seen[name] = y.numpy().copy()
-        return hook
+    def keep(_module, _args, y) -> None:  # copy: IMDN's LeakyReLU runs in place on this tensor
+        seen.append(y.numpy().copy())
 
-    for s in sites:
-        quantizers[s.name].register_forward_hook(keep(s.name))
+    apply_recipe(fake.module, recipe)[site.name].register_forward_hook(keep)
     with torch.no_grad():
         fake.module(x)
-    return {s.name: (float(np.abs(o - seen[s.name]).max() / s.scale), float(np.mean(o != seen[s.name])))
-            for s, o in zip(sites, outs)}
+    return float(np.abs(out - seen[0]).max() / site.scale), float(np.mean(out != seen[0]))
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_quantized_values_match_fake_quant_in_first_block(shared_data, lr_images, recipes, bits, tmp_path):
-    """Scales, zero points, integer weights, int32 biases and Clips reproduce the calibrated model:
-    IMDB1's first conv agrees to the LSB except rare float ties (<= 1e-4 of values, 1 LSB); the ties
-    spread within the block (measured at W8A8: 5.7e-4 of c3's outputs, 1 LSB)."""
+@pytest.mark.parametrize("bits", [4, pytest.param(8, marks=pytest.mark.slow)])
+def test_first_conv_matches_fake_quant(shared_data, lr_images, recipes, bits, tmp_path):
+    """Scales, zero points, integer weights, int32 bias, input Q/Clip and output Q of one real conv
+    reproduce the calibrated model: equal except float ties (torch vs ORT summation order), at most
+    1 LSB on <= 1e-4 of the values. Deeper layers inherit those ties (see test_output_parity)."""
     recipe = recipes(bits)
     path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
     for x in _tiles(lr_images):
-        for site, (lsb, frac) in _first_block_lsb(shared_data, recipe, path, x).items():
-            first = site == "IMDB1.c1.output"
-            assert lsb <= (1.0001 if first else 2.0001) and frac <= (1e-4 if first else 2e-3), (site, lsb, frac)
+        lsb, frac = _first_conv_lsb(shared_data, recipe, path, x)
+        assert lsb <= 1.0001 and frac <= 1e-4, (lsb, frac)
 
 
 def test_fusion_and_metadata(shared_data, recipes, tmp_path):
