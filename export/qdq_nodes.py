@@ -7,6 +7,8 @@ at the end. Patterns:
 * activation site on ONE consumer input: ``QuantizeLinear(s, zp) -> [Clip(qmin, qmax) on the
   integer tensor, only when the grid is narrower than the container] -> DequantizeLinear``;
   other consumers of the same producer keep the float tensor (shared producers stay exact);
+* activation site on a node's OUTPUT (``quantize_activation_output``): the same chain in front of
+  all consumers (a Conv output Q, which ONNX Runtime's QLinearConv selector needs);
 * weight site: integer initializer (uint8/int8 container, or packed int4/uint4/int2/uint2)
   -> ``DequantizeLinear`` (per-channel ``axis``) -> consumer;
 * bias as ``DequantizeLinear(int32, s_x * s_w)`` (what ONNX Runtime's QLinearConv / QGemm
