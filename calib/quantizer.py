@@ -132,11 +132,39 @@ def fake_quant(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: in
         buf = torch.div(x, scale)
         buf.round_().add_(zero_point).clamp_(qmin, qmax)
         return buf.sub_(zero_point).mul_(scale)
-    t = x / scale
-    q = (t.detach().round() + zero_point.detach()).clamp(qmin, qmax)
-    tc = (t + zero_point).clamp(qmin, qmax)
-    q = q + (tc - tc.detach())  # forward value exactly q; gradient of the continuous clip
-    return (q - zero_point) * scale
+    return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    """``fake_quant`` with the documented gradients in one fused node: the forward saves the in-range
+    mask and the scale gradient ``e = (q - zp) - in * x / s``, so the backward is three masked products
+    (autograd through the composed expression took ~3x the elementwise passes on IMDN's DQC step)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
+        t = x / scale
+        tz = t + zero_point
+        inside = (tz >= qmin) & (tz <= qmax)
+        del tz
+        level = torch.round(t).add_(zero_point).clamp_(qmin, qmax).sub_(zero_point)  # q - zp
+        y = level * scale
+        ctx.save_for_backward(inside, torch.where(inside, level - t, level) if scale.requires_grad else level,
+                              scale)
+        ctx.shapes = (x.shape, scale.shape, zero_point.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        inside, e, scale = ctx.saved_tensors
+        x_shape, s_shape, z_shape = ctx.shapes
+        gx = gs = gz = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.where(inside, g, 0.0).sum_to_size(x_shape)
+        if ctx.needs_input_grad[1]:
+            gs = (g * e).sum_to_size(s_shape)
+        if ctx.needs_input_grad[2]:
+            gz = (torch.where(inside, 0.0, g).sum_to_size(z_shape) * -scale).sum_to_size(z_shape)
+        return gx, gs, gz, None, None
 
 
 def check_finite(x: Tensor, site: str) -> None:
