@@ -198,8 +198,7 @@ class _Exporter:
         return sym
 
     def weight(self, layer: _Layer, s: SiteParams) -> IntGrid:
-        w_in = 1
-        const = layer.node.inputs[w_in]
+        const = layer.node.inputs[1]
         if not isinstance(const, gs.Constant):
             raise SrqError(f"site {s.name}: the weight of {layer.node.name} is not a constant")
         axis = 1 if layer.node.op == "MatMul" else 0
@@ -210,7 +209,7 @@ class _Exporter:
             q = requantize_weight(q, grid, low)
         if self.weights == "packed" and s.bits <= 4:
             low = IntGrid(low.scale, low.zero_point, low.qmin, low.qmax, _packed_container(low), low.axis)
-        dequantize_weight_input(self.graph, layer.node, w_in, q, low, s.name)
+        dequantize_weight_input(self.graph, layer.node, 1, q, low, s.name)
         return low
 
     def activation(self, layer: _Layer, s: SiteParams, role: str) -> IntGrid:
