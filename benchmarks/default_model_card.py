@@ -27,12 +27,13 @@ def main() -> None:
     ap.add_argument("--work-dir", type=Path, required=True, help="the training run (checkpoint.pt, curve.json)")
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--command", default="", help="the training command line, quoted in the card")
+    ap.add_argument("--sets", default="Set5,Set14,B100", help="benchmark sets to score (comma-separated)")
     args = ap.parse_args()
     curve = json.loads((args.work_dir / "curve.json").read_text())
     ckpt = torch.load(args.work_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     metrics = {}
     for name, spec in [("builtin:demo", "builtin:demo")] + [
-            (s, str(args.shared / "benchmarks" / s)) for s in ("Set5", "Set14", "B100")
+            (s, str(args.shared / "benchmarks" / s)) for s in args.sets.split(",")
             if (args.shared / "benchmarks" / s).is_dir()]:
         r = evaluate_model("swinir-light-x2", spec)
         metrics[name] = {"psnr_y": round(r["psnr_y"], 4), "ssim_y": round(r["ssim_y"], 5)}
