@@ -11,7 +11,7 @@ from pathlib import Path
 def _run(shared_data: Path, out: Path, *gates: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "srq", "run", str(shared_data / "weights/FSRCNN/fsrcnn_x2.pth"),
            "--bits", "w8a8", "--dqc-iters", "0", "--crops", "8", "--tile", "32x32",
-           "--no-bias-correction", "--out", str(out), *gates]
+           "--out", str(out), *gates]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent)
 
 

@@ -6,13 +6,14 @@ report.html, report.md, report.json), each stage exactly as its own command woul
 prints one verdict line per setting. It exits 1 when any setting fails a gate, 2 on bad input.
 
 Defaults: the built-in SwinIR-light x2, builtin:calib for calibration, builtin:demo for the
-check, 2DQuant+ sorted grading with bias correction and a short DQC, tile 64x64, ONNX Runtime,
-and the parity gate (the engine must compute what calibration simulated).
+check, 2DQuant+ sorted grading (phase 1; add --dqc-iters N for distillation), tile 64x64,
+ONNX Runtime, and the parity gate (the engine must compute what calibration simulated).
+Bias correction (beta) is not offered here yet: `srq export` cannot write it.
 
 examples:
   srq run --out runs/default
   srq run ../shared/data/weights/IMDN/IMDN_x2.pth --bits w8a8 --max-psnr-drop 0.05 --out runs/imdn
-  srq run IMDN_x2.pth --bits w4a4 --dqc-iters 300 --check-data ../shared/data/benchmarks/Set5 --out runs/imdn4
+  srq run IMDN_x2.pth --bits w4a4 --dqc-iters 100 --check-data ../shared/data/benchmarks/Set5 --out runs/imdn4
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=("ort", "trt"), default="ort", help="engine target (default ort)")
     p.add_argument("--tile", default="64x64", help="engine LR tile HxW (default 64x64)")
     p.add_argument("--method", default="sorted", help="phase-1 bound search (default sorted)")
-    p.add_argument("--no-bias-correction", action="store_true", help="turn off 2DQuant+'s beta shift")
-    p.add_argument("--dqc-iters", type=int, default=100, help="phase-2 DQC iterations (default 100; 0 = off)")
+    p.add_argument("--dqc-iters", type=int, default=0, help="phase-2 DQC iterations (default 0 = phase 1 only)")
     p.add_argument("--calib-data", default="builtin:calib", help="calibration images (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="calibration LR crops (default 32)")
     p.add_argument("--check-data", default="builtin:demo", help="check images (default builtin:demo)")
@@ -47,8 +47,7 @@ def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple
     recipe, onnx = str(folder / "recipe.json"), str(folder / "model.onnx")
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
                  "--dqc-iters", str(args.dqc_iters), "--calib-data", args.calib_data, "--crops", str(args.crops),
-                 "--out", recipe] + ([] if args.no_bias_correction else ["--bias-correction"]) \
-        + (["--symmetric"] if args.target == "trt" else [])
+                 "--out", recipe] + (["--symmetric"] if args.target == "trt" else [])
     export = ["export", args.model, *scale, "--recipe", recipe, "--target", args.target, "--tile", args.tile,
               "--out", onnx]
     gates = [f"--{k.replace('_', '-')}={v}" for k, v in
