@@ -16,6 +16,9 @@ for a given seed and thread count.
       --val-set5 ../shared/data/benchmarks/Set5
   python benchmarks/train_default_model.py --work-dir runs/train_default --export
 
+``--init-from`` starts a new run (own work dir, optimizer and schedule) from another run's
+weights: how the shipped model was trained in two stages (see its model card).
+
 ``--export`` writes the trained parameters (no attn_mask / relative_position_index
 buffers), fp16, with the official SwinIR state-dict keys, to
 ``zoo/weights/swinir-light-x2.safetensors``.
@@ -65,6 +68,7 @@ class TrainConfig:
     min_lr: float = 1e-6  # cosine floor at the last step
     seed: int = 0
     drop_path: float = 0.0
+    init_from: str = ""  # warm start: a previous run's checkpoint.pt (weights only; fresh optimizer/schedule)
 
 
 def build_swinir_light_x2(img_size: int = 64, drop_path: float = 0.0) -> SwinIR:
@@ -154,6 +158,11 @@ class Trainer:
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
         self.model = build_swinir_light_x2(cfg.lr_patch, cfg.drop_path)
+        if cfg.init_from:  # attention masks depend on the crop size, so they are rebuilt, not loaded
+            weights = {k: v for k, v in read_checkpoint(Path(cfg.init_from))["model"].items() if "attn_mask" not in k}
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+            if unexpected or any("attn_mask" not in k for k in missing):
+                raise SrqError(f"{cfg.init_from}: not a SwinIR-light x2 training checkpoint ({missing[:3]}, {unexpected[:3]})")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.sampler = PairSampler(train, cfg.lr_patch, cfg.seed)
@@ -218,16 +227,22 @@ def save_checkpoint(trainer: Trainer, work_dir: Path) -> None:
         os.replace(tmp, work_dir / name)
 
 
+def read_checkpoint(path: Path) -> dict:
+    """The state dict saved by ``save_checkpoint`` (tensors only, loaded with weights_only)."""
+    if not path.is_file():
+        raise SrqError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt file
+        raise SrqError(f"{path}: cannot read checkpoint ({e})") from e
+
+
 def load_checkpoint(trainer: Trainer, work_dir: Path) -> bool:
     """Restore ``trainer`` from the work dir's checkpoint; False when there is none."""
     path = checkpoint_path(work_dir)
     if not path.is_file():
         return False
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt file
-        raise SrqError(f"{path}: cannot read checkpoint ({e})") from e
-    trainer.load(state, path)
+    trainer.load(read_checkpoint(path), path)
     return True
 
 
@@ -262,10 +277,7 @@ def train(cfg: TrainConfig, work_dir: Path, val_every: int, checkpoint_minutes: 
 
 def export(work_dir: Path, out: Path) -> None:
     """Write the checkpoint's parameters (no buffers) as fp16 safetensors with official SwinIR keys."""
-    path = checkpoint_path(work_dir)
-    if not path.is_file():
-        raise SrqError(f"{path}: no checkpoint to export (train first)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(checkpoint_path(work_dir))
     cfg = TrainConfig(**state["config"])
     model = build_swinir_light_x2(cfg.lr_patch, cfg.drop_path)
     model.load_state_dict(state["model"])
@@ -297,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     p.add_argument("--min-lr", type=float, default=defaults.min_lr)
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="warm start from another run's checkpoint.pt (weights only; new optimizer and schedule)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -318,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup_steps=args.warmup_steps,
             min_lr=args.min_lr,
             seed=args.seed,
+            init_from=str(args.init_from.resolve()) if args.init_from else "",
         )
         train(cfg, args.work_dir, args.val_every, args.checkpoint_minutes, args.val_set5)
     except SrqError as e:
