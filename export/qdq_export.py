@@ -22,7 +22,25 @@
 weights too, because ORT cannot create a session with int2 weights, see
 docs/export-ort-fusion.md): the smallest file, but ORT runs those layers as float ops.
 
-Bias-corrected recipes (``beta``) are refused: their export is not implemented.
+Bias correction (2DQuant+, ``Q_beta(x) = Q(x - beta) + beta`` on an input site, per-tensor ``beta``):
+
+* the input chain becomes ``Sub(beta) -> Q -> [Clip] -> DQ``: the float32 ``x - beta`` is the
+  subtraction calib computes, so the integer input is calib's ``Q(x - beta)`` (``beta / s`` is not
+  an integer in general, so it cannot go into the zero point);
+* Conv / Linear: ``W_q @ beta`` (per output channel, computed with torch exactly as calib does,
+  from the exported integer weights) joins the float bias before the int32 rounding, so the
+  layer stays ``DQ -> Conv/MatMul(+Add) -> [Q]`` and ONNX Runtime still fuses QLinearConv / QGemm;
+* a zero-padded Conv: its ``pads`` move into a float ``Pad(0)`` in front of the ``Sub``, and the Conv
+  gets ``pads = 0``. The integer kernel then sees the border as ``Q(0 - beta)``, a grid level, so
+  the fold above is exact for every output pixel and QLinearConv stays. calib's current
+  ``QuantConv2d`` instead adds the map ``conv2d(beta * 1, W_q)`` (the border sees exactly ``-beta``):
+  the two differ by ``(DQ(Q(-beta)) + beta) * (border taps of W_q)``, at most ``s_x / 2`` per tap,
+  on the conv's padding rows and columns only (a border map cannot enter QLinearConv, whose bias
+  is per channel);
+* attention MatMul (act x act): ``MatMul(A', B')`` of the shifted inputs stays integer and
+  ``beta_a colsum(B') + beta_b rowsum(A') + K beta_a beta_b`` is added after it in float
+  (``srq.export.qdq_nodes.add_matmul_shift_terms``), i.e. ``(A' + beta_a) @ (B' + beta_b)`` up to
+  float32 summation order. Measurements: docs/export-ort-fusion.md.
 """
 
 from __future__ import annotations
@@ -39,13 +57,15 @@ import numpy as np
 import onnx
 import onnx.version_converter
 import onnx_graphsurgeon as gs
+import torch
 
 import srq
 from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.fp_onnx import export_fp_onnx
-from srq.export.qdq_nodes import (IntGrid, dequantize_bias_input, dequantize_weight_input,
-                                  quantize_activation_input, quantize_activation_output, set_metadata)
+from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, dequantize_bias_input,
+                                  dequantize_weight_input, fold_into_bias, quantize_activation_input,
+                                  quantize_activation_output, set_metadata)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo.loader import SRModel
 
@@ -197,7 +217,8 @@ class _Exporter:
         self.bits_lost[s.name] = lost
         return sym
 
-    def weight(self, layer: _Layer, s: SiteParams) -> IntGrid:
+    def weight(self, layer: _Layer, s: SiteParams) -> tuple[IntGrid, np.ndarray]:
+        """Integer weight + DQ on ``layer``; returns its grid and the dequantized float32 values (ONNX layout)."""
         const = layer.node.inputs[1]
         if not isinstance(const, gs.Constant):
             raise SrqError(f"site {s.name}: the weight of {layer.node.name} is not a constant")
@@ -207,18 +228,42 @@ class _Exporter:
         low = self._lower(s, grid)
         if low is not grid:
             q = requantize_weight(q, grid, low)
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        dq = ((q.astype(np.float32) - np.asarray(low.zero_point, np.float32).reshape(shape))
+              * np.asarray(low.scale, np.float32).reshape(shape))
         if self.weights == "packed" and s.bits <= 4:
             low = IntGrid(low.scale, low.zero_point, low.qmin, low.qmax, _packed_container(low), low.axis)
         dequantize_weight_input(self.graph, layer.node, 1, q, low, s.name)
-        return low
+        return low, dq
 
     def activation(self, layer: _Layer, s: SiteParams, role: str) -> IntGrid:
         grid = self._lower(s, _grid(s))
         if role in OUTPUT_ROLES:
             quantize_activation_output(self.graph, layer.output_node, grid, s.name)
-        else:
-            quantize_activation_input(self.graph, layer.node, INPUT_ROLES[role], grid, s.name)
+            return grid
+        shift = None if s.beta is None else float(s.beta)
+        pads = _take_conv_pads(layer.node, s.name) if shift is not None and layer.op == "conv" else None
+        quantize_activation_input(self.graph, layer.node, INPUT_ROLES[role], grid, s.name, shift, pads)
         return grid
+
+    def shift(self, layer: _Layer, betas: dict[str, float], w: np.ndarray | None, path: str) -> None:
+        """The output-side term of bias-corrected inputs: ``W_q @ beta`` into the bias, or MatMul shift terms."""
+        name = f"{path}.beta"
+        if layer.op == "matmul":
+            add_matmul_shift_terms(self.graph, layer.node, betas.get("input_a"), betas.get("input_b"), name)
+            return
+        if w is None:
+            raise SrqError(f"recipe site {path}.input_q: bias correction needs the layer's weight_q site")
+        addend = _beta_fold(layer, w, betas["input_q"])
+        if layer.op == "conv" or layer.node.op == "Gemm":
+            fold_into_bias(self.graph, layer.node, addend, name)
+        elif layer.bias_add is not None:
+            i = _const_input(layer.bias_add)
+            old = np.asarray(layer.bias_add.inputs[i].values, np.float32)
+            layer.bias_add.inputs[i] = gs.Constant(f"{name}_bias", (old + addend).astype(np.float32))
+        else:
+            layer.bias_add = add_output_constant(self.graph, layer.node, addend, name).inputs[0]
 
     def bias(self, layer: _Layer, x: IntGrid, w: IntGrid, name: str) -> None:
         step = (np.float32(x.scale) * np.asarray(w.scale, np.float32)).astype(np.float32)
@@ -229,16 +274,52 @@ class _Exporter:
             dequantize_bias_input(self.graph, layer.bias_add, _const_input(layer.bias_add), step, name)
 
     def layer(self, layer: _Layer, sites: dict[str, SiteParams], path: str) -> None:
+        """Weight, inputs (with their shifts), bias, then the output Q (after everything the output sums)."""
         grids: dict[str, IntGrid] = {}
+        w = None
+        if "weight_q" in sites:
+            grids["weight_q"], w = self.weight(layer, sites["weight_q"])
+        betas: dict[str, float] = {}
         for role, s in sites.items():
-            if role == "weight_q":
-                grids[role] = self.weight(layer, s)
-            else:
+            if role in INPUT_ROLES:
                 grids[role] = self.activation(layer, s, role)
+                if s.beta is not None:
+                    betas[role] = float(s.beta)
+        if betas:
+            self.shift(layer, betas, w, path)
         # TensorRT takes no INT32 Q/DQ (lint rule trt-type): its bias stays float, fused by the builder.
         if ("weight_q" in grids and "input_q" in grids and self.recipe.placement.simulate_int32_bias
                 and self.target == "ort"):
             self.bias(layer, grids["input_q"], grids["weight_q"], f"{path}.bias_int32")
+        for role in OUTPUT_ROLES:
+            if role in sites:
+                self.activation(layer, sites[role], role)
+
+
+def _take_conv_pads(conv: gs.Node, site: str) -> list[int] | None:
+    """Zero the Conv's explicit ``pads`` and return them in ONNX ``Pad`` order for its input (None: unpadded)."""
+    if conv.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        raise SrqError(f"recipe site {site}: bias correction on a Conv with auto_pad is not supported")
+    pads = list(conv.attrs.get("pads", []))
+    if not any(pads):
+        return None
+    conv.attrs["pads"] = [0] * len(pads)
+    n = len(pads) // 2
+    return [0, 0, *pads[:n], 0, 0, *pads[n:]]
+
+
+def _beta_fold(layer: _Layer, w: np.ndarray, beta: float) -> np.ndarray:
+    """``W_q @ beta`` per output channel, float32, with calib's torch expression (``srq.calib.layers``).
+
+    ``w``: dequantized weight in ONNX layout (Conv ``(O, I/g, kh, kw)``, Gemm ``(O, I)``, MatMul ``(I, O)``).
+    """
+    wt = torch.from_numpy(np.ascontiguousarray(w))
+    b = torch.tensor(beta, dtype=torch.float32)
+    if layer.op == "conv":
+        return (wt.sum(dim=(2, 3)) @ b.expand(wt.shape[1])).numpy()
+    if layer.node.op == "MatMul":
+        wt = wt.T.contiguous()
+    return (wt @ b.expand(wt.shape[1])).numpy()
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:
@@ -256,9 +337,9 @@ def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
         path, _, role = s.name.rpartition(".")
         if role not in known:
             raise SrqError(f"recipe site {s.name}: unknown role {role!r} (known: {', '.join(sorted(known))})")
-        if s.beta is not None:
-            raise SrqError(f"recipe site {s.name}: bias-corrected (beta) recipes cannot be exported yet; "
-                           "calibrate without bias correction")
+        if s.beta is not None and (role not in INPUT_ROLES or np.ndim(s.beta) != 0):
+            raise SrqError(f"recipe site {s.name}: beta is exported on per-tensor layer inputs only "
+                           f"(role {role}, beta shape {np.shape(s.beta)})")
         layers.setdefault(path, {})[role] = s
     return layers
 

@@ -4,9 +4,11 @@ Each function edits the graph in place (graphsurgeon's model: nodes and tensors 
 objects) and returns the tensor it created; callers run ``graph.cleanup().toposort()`` once
 at the end. Patterns:
 
-* activation site on ONE consumer input: ``QuantizeLinear(s, zp) -> [Clip(qmin, qmax) on the
-  integer tensor, only when the grid is narrower than the container] -> DequantizeLinear``;
-  other consumers of the same producer keep the float tensor (shared producers stay exact);
+* activation site on ONE consumer input: ``[Pad(0)] -> [Sub(beta)] -> QuantizeLinear(s, zp) ->
+  [Clip(qmin, qmax) on the integer tensor, only when the grid is narrower than the container] ->
+  DequantizeLinear``; other consumers of the same producer keep the float tensor (shared producers
+  stay exact). ``Sub`` is a bias-corrected site's shift, ``Pad`` a zero-padded Conv's padding moved
+  in front of that shift (the caller zeroes the Conv's ``pads``);
 * activation site on a node's OUTPUT (``quantize_activation_output``): the same chain in front of
   all consumers (a Conv output Q, which ONNX Runtime's QLinearConv selector needs);
 * weight site: integer initializer (uint8/int8 container, or packed int4/uint4/int2/uint2)
@@ -14,7 +16,9 @@ at the end. Patterns:
 * bias as ``DequantizeLinear(int32, s_x * s_w)`` (what ONNX Runtime's QLinearConv / QGemm
   selectors require, see docs/export-ort-fusion.md);
 * an exact per-output-channel addend folded into a bias, or an explicit ``Add`` of a constant
-  map on a node's output (bias correction where a fold is not exact);
+  on a node's output (bias correction: ``W_q @ beta``);
+* the shift terms of a MatMul whose inputs were quantized as ``Q(a - beta_a)``, ``Q(b - beta_b)``:
+  ``A' B' + beta_a colsum(B') + beta_b rowsum(A') + K beta_a beta_b`` (the MatMul stays integer);
 * model ``metadata_props``.
 
 Packed sub-byte initializers are built with ``onnx.numpy_helper.from_array`` on ``ml_dtypes``
@@ -94,12 +98,26 @@ def _axis_attrs(grid: IntGrid) -> dict[str, int]:
     return {} if grid.axis is None else {"axis": int(grid.axis)}
 
 
-def _qdq_chain(graph: gs.Graph, x: gs.Tensor, grid: IntGrid, name: str) -> gs.Variable:
-    """Append ``Q(x) -> [integer Clip] -> DQ`` nodes to ``graph``; returns the DQ output (nothing rewired)."""
+def _qdq_chain(graph: gs.Graph, x: gs.Tensor, grid: IntGrid, name: str, shift: float | None = None,
+               pads: list[int] | None = None) -> gs.Variable:
+    """Append ``[Pad(pads, 0)] -> [Sub(shift)] -> Q(x) -> [integer Clip] -> DQ`` nodes to ``graph``;
+    returns the DQ output (nothing rewired). ``pads``: ONNX ``Pad`` order (begins then ends, all axes)."""
     scale, zero_point = _qparams(grid, name)
+    nodes = []
+    if pads is not None and any(pads):
+        padded = gs.Variable(f"{name}_padded", dtype=np.float32)
+        nodes.append(gs.Node("Pad", f"{name}_Pad", attrs={"mode": "constant"}, inputs=[
+            x, gs.Constant(f"{name}_pads", np.asarray(pads, np.int64)),
+            gs.Constant(f"{name}_pad_value", np.array(0.0, np.float32))], outputs=[padded]))
+        x = padded
+    if shift is not None:
+        shifted = gs.Variable(f"{name}_shifted", dtype=np.float32, shape=x.shape)
+        nodes.append(gs.Node("Sub", f"{name}_Sub", inputs=[
+            x, gs.Constant(f"{name}_beta", np.array(shift, np.float32))], outputs=[shifted]))
+        x = shifted
     q = gs.Variable(f"{name}_q", dtype=CONTAINERS[grid.container][0], shape=x.shape)
-    nodes = [gs.Node("QuantizeLinear", f"{name}_QuantizeLinear", attrs=_axis_attrs(grid),
-                     inputs=[x, scale, zero_point], outputs=[q])]
+    nodes.append(gs.Node("QuantizeLinear", f"{name}_QuantizeLinear", attrs=_axis_attrs(grid),
+                         inputs=[x, scale, zero_point], outputs=[q]))
     if grid.narrower_than_container:
         clipped = gs.Variable(f"{name}_q_clipped", dtype=q.dtype, shape=x.shape)
         nodes.append(gs.Node("Clip", f"{name}_Clip", inputs=[
@@ -114,13 +132,16 @@ def _qdq_chain(graph: gs.Graph, x: gs.Tensor, grid: IntGrid, name: str) -> gs.Va
 
 
 def quantize_activation_input(graph: gs.Graph, consumer: gs.Node, input_index: int, grid: IntGrid,
-                              name: str) -> gs.Variable:
-    """Insert ``Q -> [Clip] -> DQ`` on ``consumer.inputs[input_index]`` only; returns the DQ output.
+                              name: str, shift: float | None = None, pads: list[int] | None = None) -> gs.Variable:
+    """Insert ``[Pad] -> [Sub(shift)] -> Q -> [Clip] -> DQ`` on ``consumer.inputs[input_index]`` only;
+    returns the DQ output.
 
     The ``Clip`` acts on the integer tensor (bounds of the container type), so the producer's
-    ``... -> Q`` pattern stays intact for ONNX Runtime's QDQ fusion.
+    ``... -> Q`` pattern stays intact for ONNX Runtime's QDQ fusion. ``shift``: a bias-corrected
+    site's beta (the consumer then sees ``Q(x - beta)``); ``pads``: zero padding applied first
+    (ONNX ``Pad`` order), for a Conv whose own ``pads`` the caller removes.
     """
-    y = _qdq_chain(graph, consumer.inputs[input_index], grid, name)
+    y = _qdq_chain(graph, consumer.inputs[input_index], grid, name, shift, pads)
     consumer.inputs[input_index] = y
     return y
 
@@ -203,6 +224,46 @@ def add_output_constant(graph: gs.Graph, producer: gs.Node, addend: np.ndarray, 
     graph.nodes.append(gs.Node("Add", f"{name}_Add", inputs=[
         out, gs.Constant(f"{name}_addend", np.asarray(addend, dtype=np.float32))], outputs=[summed]))
     return summed
+
+
+def add_matmul_shift_terms(graph: gs.Graph, matmul: gs.Node, beta_a: float | None, beta_b: float | None,
+                           name: str) -> gs.Variable:
+    """Make ``MatMul(A', B')`` of shifted inputs compute ``(A' + beta_a) @ (B' + beta_b)``; returns the sum.
+
+    Adds ``beta_a * ReduceSum(B', axis -2) + beta_b * ReduceSum(A', axis -1) + K beta_a beta_b``
+    (``K`` = the contraction size, from the input shapes) to the MatMul output in front of all its
+    consumers; a missing beta is 0. ``A'``, ``B'``: the MatMul's inputs (the DQ outputs), ``(..., M, K)``
+    and ``(..., K, N)``. The MatMul itself keeps its DQ inputs, so ONNX Runtime still fuses it.
+    """
+    a, b = matmul.inputs[:2]
+    terms: list[gs.Tensor] = []
+    for beta, src, axis, tag in ((beta_a, b, -2, "a"), (beta_b, a, -1, "b")):
+        if beta is None:
+            continue
+        summed = gs.Variable(f"{name}_{tag}_sum", dtype=np.float32)
+        scaled = gs.Variable(f"{name}_{tag}_term", dtype=np.float32)
+        graph.nodes.extend([
+            gs.Node("ReduceSum", f"{name}_{tag}_ReduceSum", attrs={"keepdims": 1}, inputs=[
+                src, gs.Constant(f"{name}_{tag}_axes", np.array([axis], np.int64))], outputs=[summed]),
+            gs.Node("Mul", f"{name}_{tag}_Mul", inputs=[
+                summed, gs.Constant(f"{name}_{tag}_beta", np.array(beta, np.float32))], outputs=[scaled])])
+        terms.append(scaled)
+    if beta_a is not None and beta_b is not None:
+        k = a.shape[-1] if a.shape else None
+        if not isinstance(k, int):
+            raise ValueError(f"{matmul.name}: contraction size unknown, cannot add the {name} shift terms")
+        terms.append(gs.Constant(f"{name}_ab", np.array(np.float32(beta_a) * np.float32(beta_b) * k, np.float32)))
+    out = matmul.outputs[0]
+    consumers = list(out.outputs)
+    total = out
+    for i, t in enumerate(terms):
+        nxt = gs.Variable(f"{name}_sum{i}", dtype=np.float32, shape=out.shape)
+        graph.nodes.append(gs.Node("Add", f"{name}_Add{i}", inputs=[total, t], outputs=[nxt]))
+        total = nxt
+    _rewire(consumers, out, total)
+    if out in graph.outputs:
+        graph.outputs[graph.outputs.index(out)] = total
+    return total
 
 
 def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
