@@ -52,7 +52,7 @@ def measure(label: str, spec: str, data: str, tile: int, overlaps: list[int]) ->
                          for s in images]
                 rows.append({
                     "model": label, "tile": tile, "overlap": ov,
-                    "max_abs_diff": float(max(np.abs(t - w).max() for t, w in zip(tiled, whole))),
+                    "max_abs_diff": float(max(np.abs(np.clip(t, 0, 1) - w).max() for t, w in zip(tiled, whole))),
                     "psnr_tiled_vs_whole_db": float(np.mean([psnr(np.clip(t, 0, 1), np.clip(w, 0, 1))
                                                              for t, w in zip(tiled, whole)])),
                     "psnr_y_whole_db": float(np.mean([psnr_y(to_uint8(w), s.hr, model.scale)
