@@ -56,3 +56,21 @@ def test_out_must_be_json(tmp_path, shared_data):
     r = _srq("calibrate", str(shared_data / "weights" / "FSRCNN" / "fsrcnn_x2.pth"), "--out", str(tmp_path / "r.txt"))
     assert r.returncode == 2 and "r.txt: the recipe must be a .json file" in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_exclude_and_include_globs_override_the_policy(tmp_path, shared_data):
+    weights = str(shared_data / "weights" / "FSRCNN" / "fsrcnn_x2.pth")
+    common = ["--bits", "w8a8", "--calib-data", str(shared_data / "benchmarks" / "Set5"), "--crops", "2",
+              "--crop-size", "16"]
+
+    def layers(*extra: str) -> set[str]:
+        out = tmp_path / f"r{len(extra)}.json"
+        r = _srq("calibrate", weights, *common, *extra, "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        return {s["name"].rsplit(".", 1)[0] for s in json.loads(out.read_text())["sites"]}
+
+    body = layers()
+    assert "mid_part.0" in body and all(name.startswith("mid_part.") for name in body)
+    excluded = layers("--exclude", "mid_part.0", "--exclude", "mid_part.2")
+    assert excluded == body - {"mid_part.0", "mid_part.2"}
+    assert layers("--include", "first_part.*", "--exclude", "nothing") == body | {"first_part.0"}

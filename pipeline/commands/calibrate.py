@@ -15,6 +15,7 @@ grading; default). --bias-correction adds 2DQuant+'s per-site shift beta.
 examples:
   srq calibrate IMDN_x2.pth --bits w8a8 --out imdn_w8a8.json
   srq calibrate IMDN_x2.pth --bits w4a4 --bias-correction --dqc-iters 200 --out imdn_w4a4.json
+  srq calibrate IMDN_x2.pth --bits w8a8 --exclude '*.cca.*' --out imdn_w8a8_nocca.json
   srq eval IMDN_x2.pth --data Set5 --recipe imdn_w4a4.json
 """
 
@@ -47,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bias-correction", action="store_true", help="2DQuant+ shift beta on two-sided input sites")
     p.add_argument("--policy", choices=("2dquant", "body", "all"), default=None,
                    help="where quantizers go (default: 2dquant for SwinIR, body otherwise)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="also quantize layers whose module path matches (repeatable, e.g. 'upsampler.*')")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="keep layers whose module path matches in FP (repeatable; wins over --include), "
+                        "e.g. '*.cca.*' for IMDN's global-pooled channel attention")
     p.add_argument("--symmetric", action="store_true", help="symmetric int8-container quantization (TensorRT)")
     p.add_argument("--conv-output-bits", type=int, default=8, metavar="B",
                    help="bits of each quantized conv's output requantization (ORT QLinearConv; default 8, 0 = none)")
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     w_bits, a_bits = args.bits
     placement = PlacementConfig(policy=policy, w_bits=w_bits, a_bits=a_bits, symmetric=args.symmetric,
                                 bias_correction=args.bias_correction,
+                                include=tuple(args.include), exclude=tuple(args.exclude),
                                 conv_output_bits=args.conv_output_bits or None)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
