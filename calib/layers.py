@@ -22,6 +22,28 @@ quantizer is applied to ``conv(x) + bias (+ beta map)`` before any following act
 mode (so the observation pass sees the conv's FP output). Linear layers need none: export keeps
 their bias as DQ(int32) and ORT's QGemm then has a float output, which ``simulate_int32_bias``
 already matches.
+
+Integer-exact QLinearConv (``requantize``): when input, weight and output quantizers all quantize
+and the bias is simulated as int32 (no border-dependent beta map), the forward value is what ORT's
+QLinearConv computes (onnxruntime ``qlinearconv.cc`` + MLAS ``MlasRequantizeOutput``, CPU):
+
+* the accumulator ``sum (q_x - zp_x)(q_w - zp_w)`` exactly (integer; zero padding is the input
+  zero point, i.e. level 0) plus the int32 bias -- computed here as a conv of the integer levels,
+  in float32 on CPU when ``max|x level| * max_c sum|w level|`` is below 2^24 (every partial sum is
+  then an exact float32 integer, whatever the summation order), in float64 otherwise (exact below
+  2^53), rounded to integers either way;
+* converted to float32 (round to nearest even, as ``cvtdq2ps``), multiplied by the float32
+  ``(s_x * s_w[c]) / s_y`` (ORT's ``ComputeOutputScale``, that evaluation order), clamped to
+  ``[qmin - zp_y, qmax - zp_y]``, rounded half to even; then dequantized ``(q - zp_y) * s_y``.
+
+A float32 conv of dequantized values instead differs by a few ulp of the accumulator, which
+crosses an output rounding boundary on ~1e-4 of the values per conv; those 1-LSB flips cascade
+through deep CNNs (IMDN: 54 dB engine parity at W8A8 before, see ``docs/export-parity.md``).
+Gradients are unchanged: the exact value is the forward, the float path's straight-through
+gradients the backward (``exact.detach() + (y - y.detach())``); without autograd only the
+exact path runs. The fused integer ops ORT builds around the conv use the same float32
+arithmetic as the fake quantizers (QLinearLeakyRelu's 256-entry table is
+``Q(leaky(DQ(q)))``, QuantizeLinear divides by the scale), so they need no emulation.
 """
 
 from __future__ import annotations
@@ -33,13 +55,29 @@ from torch import Tensor, nn
 from srq.calib.quantizer import FakeQuantizer
 
 _INT32_MAX = 2**31 - 1
+_FLOAT32_EXACT = 2.0**24  # integers up to this are exact in float32
+
+
+def int32_bias_levels(bias: Tensor, scale_x: Tensor, scale_w: Tensor) -> Tensor:
+    """``round_half_even(bias / (scale_x * scale_w))`` saturated to int32 (integer-valued float32, no grad)."""
+    step = (scale_x * scale_w).detach()
+    return torch.clamp(torch.round(bias.detach() / step), -_INT32_MAX - 1, _INT32_MAX)
 
 
 def int32_bias(bias: Tensor, scale_x: Tensor, scale_w: Tensor) -> Tensor:
     """``bias`` rounded to the int32 grid of step ``scale_x * scale_w`` (straight-through to ``bias``)."""
-    step = (scale_x * scale_w).detach()
-    q = torch.clamp(torch.round(bias.detach() / step), -_INT32_MAX - 1, _INT32_MAX) * step
+    q = int32_bias_levels(bias, scale_x, scale_w) * (scale_x * scale_w).detach()
     return q + (bias - bias.detach())
+
+
+def requantize(acc: Tensor, multiplier: Tensor, qmin_level: Tensor, qmax_level: Tensor) -> Tensor:
+    """MLAS requantization of an int32 accumulator (bias included) to output levels ``q - zp``.
+
+    ``acc``: integer-valued float64; ``multiplier``: float32 ``(s_x * s_w) / s_y`` broadcast against
+    ``acc``; ``qmin_level`` / ``qmax_level``: ``qmin - zp``, ``qmax - zp``. Returns float32
+    ``round_half_even(clamp(float32(acc) * multiplier))``.
+    """
+    return acc.to(torch.float32).mul_(multiplier).clamp_(qmin_level, qmax_level).round_()
 
 
 class WeightedQuantLayer(nn.Module):
@@ -75,10 +113,40 @@ class WeightedQuantLayer(nn.Module):
             fold, out_map = self._beta_term(x, w)
             if fold is not None:
                 bias = fold if bias is None else bias + fold
+        exact = None
+        if (self.output is not None and self.output.quantizing and self.weight_q.quantizing and out_map is None
+                and (bias is None or self.simulate_int32_bias)):
+            exact = self._integer_output(xq, w, bias)
+            if not torch.is_grad_enabled():
+                return exact
         if bias is not None and self.simulate_int32_bias and self.weight_q.quantizing:
             bias = int32_bias(bias, self.input_q.qparams()[0], self.weight_q.qparams()[0])
         y = self._apply_op(xq, w, bias)
-        return self._output(y if out_map is None else y + out_map)
+        y = self._output(y if out_map is None else y + out_map)
+        return y if exact is None else exact + (y - y.detach())
+
+    def _integer_output(self, xq: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        """What ONNX Runtime's QLinearConv outputs (dequantized), from the fake-quantized ``xq`` and ``w``;
+        ``bias`` before int32 rounding (see the module docstring). No gradient."""
+        with torch.no_grad(), torch.autocast(xq.device.type, enabled=False):
+            s_x, zp_x = self.input_q.qparams()
+            s_w, _ = self.weight_q.qparams()
+            s_y, zp_y = self.output.qparams()
+            channel = [-1] + [1] * (xq.ndim - 2)  # per-channel values broadcast along the output channels
+            x_levels = torch.round(xq / s_x)  # q - zp, exact for |level| < 2^22
+            w_levels = torch.round(w / (s_w.reshape(-1, *([1] * (w.ndim - 1))) if s_w.ndim else s_w))
+            fmt_x = self.input_q.fmt
+            x_max = max(float(zp_x) - fmt_x.qmin, fmt_x.qmax - float(zp_x))
+            # float32 is exact when every partial sum is an integer below 2^24 (CPU: no TF32); else float64
+            if xq.device.type != "cpu" or x_max * float(w_levels.abs().flatten(1).sum(1).max()) >= _FLOAT32_EXACT:
+                x_levels, w_levels = x_levels.double(), w_levels.double()
+            acc = self._apply_op(x_levels, w_levels, None).round_()
+            if bias is not None:  # float32: one rounding of the exact int sum, as ORT's int32 add + cvtdq2ps
+                acc += int32_bias_levels(bias, s_x, s_w).to(acc.dtype).reshape(channel)
+            mult = (s_x * s_w) / s_y
+            fmt = self.output.fmt
+            return requantize(acc, mult.reshape(channel) if mult.ndim else mult, fmt.qmin - zp_y,
+                              fmt.qmax - zp_y).mul_(s_y)
 
 
 class QuantLinear(WeightedQuantLayer):
