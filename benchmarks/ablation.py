@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -262,6 +263,10 @@ def _fmt(psnr: float, ssim: float | None, fp: float | None) -> str:
 def render(rows: list[dict], notes: str) -> str:
     """The markdown report of ``rows`` (JSONL records; a later record of the same (key, set) wins)."""
     latest = {(r["key"], r["set"]): r for r in rows}
+    for r in latest.values():  # DQC stopped by Ctrl-C (best state so far kept): say so in the row name
+        done = (r.get("calibration") or {}).get("iterations", 0)
+        if r["dqc"] and done < r["dqc"]["iterations"]:
+            r["label"] += f" stopped at {done}"
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in latest.values():
         by_model[_model_name(r)].append(r)
@@ -452,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results", type=Path, default=RESULTS)
     r.add_argument("--out", type=Path, default=REPORT)
     args = p.parse_args(argv)
+    # Ctrl-C (or `kill -INT` of a background run, where the shell ignores SIGINT) stops DQC with its best state kept
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return run_grid(args) if args.command == "run" else render_report(args)
 
 
