@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from srq.errors import SrqError
 from srq.runtime.engine import Engine, check_fixed_shape
@@ -44,6 +46,53 @@ class OrtOptions:
     optimization: str = "all"
     providers: tuple[str, ...] = ("cpu",)
     save_optimized: bool = True
+
+
+# |w| <= 64: two u8 x s8 products sum to at most 2 * 255 * 64 = 32640, inside int16.
+U8S8_EXACT_MAX_ABS_WEIGHT = 64
+
+
+def needs_u8u8_kernels(model: onnx.ModelProto) -> bool:
+    """Whether ONNX Runtime's U8S8 kernels could round differently from the QDQ graph here.
+
+    Without AVX512-VNNI / AVX-VNNI, the x86 U8S8 GEMM (QLinearConv, QGemm, MatMulInteger...)
+    adds pairs of u8 x s8 products in saturating int16 (``vpmaddubsw``), which can drift from
+    the exact QDQ result; ``session.x64quantprecision=1`` rewrites every s8 weight to u8 so the
+    exact U8U8 kernel runs, but U8U8 is no faster than the FP32 convolution on AVX2 (measured in
+    docs/speed.md). Saturation needs an int8 operand with ``|w| > 64``: True when an int8
+    initializer that a DequantizeLinear reads holds such a value, or when a DequantizeLinear
+    reads an int8 tensor that is not an initializer (an int8 activation may become the B side
+    of an act x act MatMul). u8-only models are False: they run U8U8 either way.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        init = inits.get(node.input[0])
+        if init is None:
+            if _value_elem_type(model, node.input[0]) == onnx.TensorProto.INT8:
+                return True
+        elif init.data_type == onnx.TensorProto.INT8:
+            values = numpy_helper.to_array(init)
+            if values.size and int(np.abs(values.astype(np.int32)).max()) > U8S8_EXACT_MAX_ABS_WEIGHT:
+                return True
+    return False
+
+
+def _value_elem_type(model: onnx.ModelProto, name: str) -> int | None:
+    """Element type of a non-initializer tensor: from the Q node producing it or value_info."""
+    for node in model.graph.node:
+        if name in node.output and node.op_type == "QuantizeLinear":
+            if len(node.input) > 2 and node.input[2]:
+                zp = next((t for t in model.graph.initializer if t.name == node.input[2]), None)
+                if zp is not None:
+                    return zp.data_type
+            attr = next((a for a in node.attribute if a.name == "output_dtype"), None)
+            return attr.i if attr is not None and attr.i else onnx.TensorProto.UINT8
+    for vi in list(model.graph.value_info) + list(model.graph.input):
+        if vi.name == name:
+            return vi.type.tensor_type.elem_type
+    return None
 
 
 def optimized_model_path(model: Path) -> Path:
@@ -76,10 +125,19 @@ class OrtEngine(Engine):
         so.intra_op_num_threads = options.threads
         so.graph_optimization_level = OPT_LEVELS[options.optimization]
         so.log_severity_level = 3  # errors only; warnings about unused initializers are noise
-        # Exact integer kernels: without this, ORT's U8S8 AVX2 path sums u8*s8 pairs in
-        # saturating int16 and drifts up to 4 LSB from the QDQ graph it fused (measured in
-        # docs/export-ort-fusion.md); the engine must compute what calibration simulated.
-        so.add_session_config_entry("session.x64quantprecision", "1")
+        # Exact integer kernels: where an s8 weight could saturate ORT's U8S8 AVX2 path (it sums
+        # u8*s8 pairs in int16 and drifts up to 4 LSB from the QDQ graph it fused, measured in
+        # docs/export-ort-fusion.md) run the slower exact U8U8 kernels; the engine must compute
+        # what calibration simulated. Elsewhere keep U8S8, the only integer path that is faster
+        # than FP32 on AVX2 (docs/speed.md).
+        try:
+            model = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError and friends for a broken file
+            raise SrqError(f"{self.path}: ONNX Runtime cannot load it: not an ONNX model "
+                           f"({type(exc).__name__})") from exc
+        self.u8u8_kernels = needs_u8u8_kernels(model)
+        if self.u8u8_kernels:
+            so.add_session_config_entry("session.x64quantprecision", "1")
         # Idle worker threads must not spin: interleaved latency runs of two sessions on few
         # cores would otherwise steal each other's time.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
