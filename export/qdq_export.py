@@ -35,8 +35,9 @@ Bias correction (2DQuant+, ``Q_beta(x) = Q(x - beta) + beta`` on an input site, 
   the fold above is exact for every output pixel and QLinearConv stays. calib's current
   ``QuantConv2d`` instead adds the map ``conv2d(beta * 1, W_q)`` (the border sees exactly ``-beta``):
   the two differ by ``(DQ(Q(-beta)) + beta) * (border taps of W_q)``, at most ``s_x / 2`` per tap,
-  on the conv's padding rows and columns only (a border map cannot enter QLinearConv, whose bias
-  is per channel);
+  on the conv's padding rows and columns, and by at most 1 output LSB elsewhere (calib adds the
+  map in float after the int32 bias rounding). A border map cannot enter QLinearConv (its bias is
+  per channel); calib pads first too to make this exact (docs/export-ort-fusion.md);
 * attention MatMul (act x act): ``MatMul(A', B')`` of the shifted inputs stays integer and
   ``beta_a colsum(B') + beta_b rowsum(A') + K beta_a beta_b`` is added after it in float
   (``srq.export.qdq_nodes.add_matmul_shift_terms``), i.e. ``(A' + beta_a) @ (B' + beta_b)`` up to
