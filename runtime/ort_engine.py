@@ -40,12 +40,15 @@ class OrtOptions:
     """Session settings. ``threads``: intra-op threads, 0 = ONNX Runtime's default (one
     per physical core). ``optimization``: one of OPT_LEVELS. ``providers``: keys of
     PROVIDERS in priority order. ``save_optimized``: write the optimized graph next to the
-    model as ``<stem>.ort-opt.onnx`` (what actually ran, for reproducibility)."""
+    model as ``<stem>.ort-opt.onnx`` (what actually ran, for reproducibility).
+    ``exact_integer``: run the exact U8U8 kernels where ``needs_u8u8_kernels`` says U8S8 could
+    saturate (False keeps ONNX Runtime's default kernels, as its own tools run them)."""
 
     threads: int = 0
     optimization: str = "all"
     providers: tuple[str, ...] = ("cpu",)
     save_optimized: bool = True
+    exact_integer: bool = True
 
 
 # |w| <= 64: two u8 x s8 products sum to at most 2 * 255 * 64 = 32640, inside int16.
@@ -135,7 +138,7 @@ class OrtEngine(Engine):
         except Exception as exc:  # onnx raises DecodeError and friends for a broken file
             raise SrqError(f"{self.path}: ONNX Runtime cannot load it: not an ONNX model "
                            f"({type(exc).__name__})") from exc
-        self.u8u8_kernels = needs_u8u8_kernels(model)
+        self.u8u8_kernels = options.exact_integer and needs_u8u8_kernels(model)
         if self.u8u8_kernels:
             so.add_session_config_entry("session.x64quantprecision", "1")
         # Idle worker threads must not spin: interleaved latency runs of two sessions on few

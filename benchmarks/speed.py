@@ -1,0 +1,244 @@
+"""Speed of srq's ORT engines vs the FP32 ONNX model, and vs ONNX Runtime's own quantizer (issue #6).
+
+One command:
+
+    .venv/bin/python benchmarks/speed.py            # IMDN x2, PAN x4, SwinIR-light x2; ~20-60 min loaded
+
+For each net, at one 128x128 LR tile, 1 intra-op thread, ``ORT_ENABLE_ALL``, through
+``srq.runtime.ort_engine.OrtEngine`` (the shipped session options):
+
+* ``fp32``: ``srq.export.fp_onnx.export_fp_onnx``;
+* ``srq W8A8`` / ``srq W4A4``: ``srq calibrate`` (phase 1; few small crops, since calibration
+  quality does not change the graph or its speed) then ``srq export --target ort``;
+* ``srq W4A4 s8w``: the same W4A4 graph with its uint8 weights re-stored as int8 with zero point 0
+  (``q - zp``; exact for grids of <= 7 bits, checked here on the tile): what a signedness change
+  in export would give, so that ORT runs its fast U8S8 kernels (docs/speed.md);
+* ``ORT qs W8A8``: ``onnxruntime.quantization.quantize_static`` on the FP ONNX (QDQ, uint8
+  activations, int8 per-tensor weights: ORT's recommended x86 setting; 4 random tiles to
+  calibrate), run with ORT's default kernels (``exact_integer=False``) as its users run it.
+
+All engines of a net are timed interleaved (after ``--warmup`` runs each, round after round,
+the order reversed every other round) on one random tile: wall time (``perf_counter``) and the
+calling thread's CPU time (``thread_time``; with one intra-op thread ORT computes on the caller,
+so this discounts time spent waiting for a core on a loaded machine). Own loop rather than
+``srq.runtime.latency.measure_latency``: that one times exactly two engines, wall clock only.
+Median and p90 over ``--runs`` (>= 20) via ``srq.runtime.latency.Timing``.
+
+Writes ``docs/speed.json`` (every run time, machine, ORT version, threads, load averages
+before/after) and the table between the ``speed-table`` markers of ``docs/speed.md`` (the rest of
+that file, the analysis, is kept). Work files (ONNX, recipes) are cached in ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT.parent / "shared" / "data" / "weights"
+NETS = {
+    "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth")),
+    "pan": ("PAN x4", str(WEIGHTS / "PAN" / "PANx4_DF2K.pth")),
+    "swinir": ("SwinIR-light x2", "swinir-light-x2"),
+}
+TILE = (128, 128)
+BEGIN, END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->"
+
+
+def _cli(*argv: str) -> None:
+    from srq.pipeline.cli import main
+
+    if main(list(argv)) != 0:
+        raise SystemExit(f"srq {' '.join(argv)} failed")
+
+
+def fp_onnx(spec: str, out: Path) -> Path:
+    if not out.exists():
+        from srq.export.fp_onnx import export_fp_onnx
+        from srq.zoo.loader import load_model
+
+        export_fp_onnx(load_model(spec, None), TILE, out)
+    return out
+
+
+def srq_onnx(spec: str, bits: str, work: Path, stem: str) -> Path:
+    recipe, out = work / f"{stem}_{bits}.json", work / f"{stem}_{bits}.onnx"
+    if not recipe.exists():
+        _cli("calibrate", spec, "--bits", bits, "--crops", "8", "--crop-size", "48", "--out", str(recipe))
+    if not out.exists():
+        _cli("export", spec, "--recipe", str(recipe), "--target", "ort",
+             "--tile", f"{TILE[0]}x{TILE[1]}", "--out", str(out))
+    return out
+
+
+def ort_quantized(fp: Path, out: Path) -> Path:
+    """ONNX Runtime's ``quantize_static``: QDQ, u8 activations, s8 per-tensor weights."""
+    if not out.exists():
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        rng = np.random.default_rng(0)
+        shape = (1, 3, *TILE)
+
+        class Tiles(CalibrationDataReader):
+            def __init__(self):
+                self.feeds = iter([{"lr": rng.random(shape, dtype=np.float32)} for _ in range(4)])
+
+            def get_next(self):
+                return next(self.feeds, None)
+
+        quantize_static(str(fp), str(out), Tiles(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def s8_weight_containers(src: Path, out: Path) -> Path:
+    """``src`` with every uint8 weight initializer of a DequantizeLinear stored as int8 ``q - zp``, zp 0.
+
+    Exact (same dequantized values) where ``q - zp`` fits int8; raises otherwise (8-bit grids)."""
+    model = onnx.load(src)
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        w = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if w is None or w.data_type != onnx.TensorProto.UINT8 or len(w.dims) < 2:
+            continue
+        q = numpy_helper.to_array(w).astype(np.int32)
+        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.int32)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        centred = q - (zp.reshape(shape) if zp.ndim == 1 else zp)
+        if centred.min() < -128 or centred.max() > 127:
+            raise ValueError(f"{src}: {w.name} does not fit int8 with zero point 0")
+        w.CopyFrom(numpy_helper.from_array(centred.astype(np.int8), w.name))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(zp.shape, np.int8), node.input[2]))
+    onnx.save(model, out)
+    return out
+
+
+def time_interleaved(engines: dict, x: np.ndarray, runs: int, warmup: int, desc: str) -> dict[str, tuple]:
+    """{name: (wall ms list, thread-CPU ms list)}, all engines interleaved on tile ``x``."""
+    names = list(engines)
+    for _ in range(warmup):
+        for n in names:
+            engines[n].run(x)
+    wall = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    for i in tqdm(range(runs), desc=desc, unit="round"):
+        for n in (names if i % 2 == 0 else names[::-1]):
+            w0, c0 = time.perf_counter(), time.thread_time()
+            engines[n].run(x)
+            cpu[n].append((time.thread_time() - c0) * 1e3)
+            wall[n].append((time.perf_counter() - w0) * 1e3)
+    return {n: (wall[n], cpu[n]) for n in names}
+
+
+def machine() -> dict:
+    import onnxruntime as ort
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    flags = set((re.search(r"flags\s*:\s*(.*)", cpuinfo) or [None, ""])[1].split())
+    return {"cpu": model.group(1) if model else platform.processor(), "logical_cpus": os.cpu_count(),
+            "isa": sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
+            "onnxruntime": ort.__version__, "python": platform.python_version()}
+
+
+def bench_net(key: str, work: Path, runs: int, warmup: int) -> dict:
+    from srq.runtime.latency import Timing
+    from srq.runtime.ort_engine import OrtEngine, OrtOptions
+
+    label, spec = NETS[key]
+    fp = fp_onnx(spec, work / f"{key}_fp.onnx")
+    w8 = srq_onnx(spec, "w8a8", work, key)
+    w4 = srq_onnx(spec, "w4a4", work, key)
+    paths = {"fp32": fp, "srq W8A8": w8, "srq W4A4": w4,
+             "srq W4A4 s8w": s8_weight_containers(w4, work / f"{key}_w4a4_s8w.onnx"),
+             "ORT qs W8A8": ort_quantized(fp, work / f"{key}_ortqs_w8a8.onnx")}
+    shipped = OrtOptions(threads=1, save_optimized=False)
+    engines = {n: OrtEngine(p, shipped if n != "ORT qs W8A8" else OrtOptions(threads=1, save_optimized=False,
+                                                                             exact_integer=False))
+               for n, p in paths.items()}
+    x = np.random.default_rng(0).random(engines["fp32"].input_shape, dtype=np.float32)
+    s8_exact = bool(np.array_equal(engines["srq W4A4 s8w"].run(x), engines["srq W4A4"].run(x)))
+    raw = time_interleaved(engines, x, runs, warmup, label)
+    rows = []
+    fp_wall, fp_cpu = Timing(tuple(raw["fp32"][0])), Timing(tuple(raw["fp32"][1]))
+    for n, (wall_ms, cpu_ms) in raw.items():
+        wall, cpu = Timing(tuple(wall_ms)), Timing(tuple(cpu_ms))
+        rows.append({"engine": n, "file": paths[n].name, "u8u8_kernels": engines[n].u8u8_kernels,
+                     "wall_ms": wall.median, "wall_p90_ms": wall.p90, "cpu_ms": cpu.median, "cpu_p90_ms": cpu.p90,
+                     "speedup_wall": fp_wall.median / wall.median, "speedup_cpu": fp_cpu.median / cpu.median,
+                     "wall_runs_ms": wall_ms, "cpu_runs_ms": cpu_ms})
+    for e in engines.values():
+        e.close()
+    return {"net": label, "tile": list(TILE), "s8w_equals_srq_w4a4": s8_exact, "rows": rows}
+
+
+def table(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"Measured {result['date']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, "
+             f"{', '.join(m['isa'])}), onnxruntime {m['onnxruntime']}, {result['threads']} intra-op thread, "
+             f"ORT_ENABLE_ALL, LR tile {TILE[0]}x{TILE[1]}, {result['runs']} interleaved runs per engine after "
+             f"{result['warmup']} warm-up. Load average before / after: {result['load_before']} / "
+             f"{result['load_after']} ({result['note']}).", "",
+             "| net | engine | wall median ms | wall p90 ms | speed-up (wall) | CPU median ms | speed-up (CPU) | x64quantprecision |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for net in result["nets"]:
+        for r in net["rows"]:
+            lines.append(f"| {net['net']} | {r['engine']} | {r['wall_ms']:.0f} | {r['wall_p90_ms']:.0f} | "
+                         f"{r['speedup_wall']:.2f}x | {r['cpu_ms']:.0f} | {r['speedup_cpu']:.2f}x | "
+                         f"{'yes' if r['u8u8_kernels'] else 'no'} |")
+    lines += ["", "Speed-up = FP32 median / engine median. CPU = the calling thread's CPU time. "
+              "x64quantprecision: whether the engine set it (exact U8U8 kernels for int8 weights that could "
+              "saturate; uint8-weight models run U8U8 without it). `srq W4A4 s8w` output equal to `srq W4A4` on the tile: "
+              + ", ".join(f"{n['net']} {'yes' if n['s8w_equals_srq_w4a4'] else 'NO'}" for n in result["nets"]) + "."]
+    return "\n".join(lines)
+
+
+def write_docs(result: dict, md: Path, js: Path) -> None:
+    js.write_text(json.dumps(result, indent=1) + "\n")
+    block = f"{BEGIN}\n{table(result)}\n{END}"
+    text = md.read_text() if md.exists() else f"# Speed of the ORT engines\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{md}: no {BEGIN} ... {END} markers to replace")
+    md.write_text(text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS))
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/srq-speed"))
+    ap.add_argument("--note", default="", help="load situation, e.g. 'training job running'")
+    ap.add_argument("--md", type=Path, default=ROOT / "docs" / "speed.md")
+    ap.add_argument("--json", type=Path, default=ROOT / "docs" / "speed.json")
+    args = ap.parse_args(argv)
+    if args.runs < 20:
+        ap.error("--runs: at least 20 for a stable median")
+    args.work.mkdir(parents=True, exist_ok=True)
+    result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": machine(), "threads": 1, "runs": args.runs, "warmup": args.warmup,
+              "load_before": [round(v, 2) for v in os.getloadavg()], "note": args.note or "no note", "nets": []}
+    for key in args.nets:
+        result["nets"].append(bench_net(key, args.work, args.runs, args.warmup))
+    result["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    write_docs(result, args.md, args.json)
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
