@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 
 from srq.calib.api import CalibConfig, calibrate
 from srq.calib.recipe import ModelInfo, apply_recipe
@@ -44,16 +45,17 @@ def lr_images(shared_data) -> list[torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def recipes(shared_data, lr_images):
-    """bits -> recipe calibrated on 32x32 crops of the first two Set5 images."""
+    """(bits, include globs) -> recipe (policy body) calibrated on 32x32 crops of the first two Set5 images."""
     model = load_model(_weights(shared_data))
     crops = [im[:, :, :32, :32] for im in lr_images[:2]]
     made = {}
 
-    def get(bits: int):
-        if bits not in made:
-            cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits), data="Set5 LR 32x32")
-            made[bits] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
-        return made[bits]
+    def get(bits: int, include: tuple[str, ...] = ()):
+        if (bits, include) not in made:
+            cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits, include=include),
+                              data="Set5 LR 32x32")
+            made[bits, include] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
+        return made[bits, include]
     return get
 
 
@@ -86,37 +88,69 @@ def _parity(shared_data, recipe, path, tiles) -> tuple[float, float]:
     return (float("inf") if mse == 0 else 10 * np.log10(1 / mse)), float(np.mean(np.abs(d) > 1 / 255))
 
 
-def _first_conv_lsb(shared_data, recipe, path, x) -> tuple[float, float]:
-    """IMDB1.c1's output (Q -> DQ): (max |engine - fake-quant| in LSB, fraction of differing values)."""
-    site = recipe.site("IMDB1.c1.output")
-    model = onnx.load(path)
-    model.graph.output.append(onnx.helper.make_tensor_value_info(f"{site.name}_dq", onnx.TensorProto.FLOAT, None))
+def _engine_first_conv(path, x: torch.Tensor, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """IMDB1.c1 in the graph ORT really runs (``ORT_ENABLE_ALL``): (input levels, output levels), NCHW uint8.
+
+    The optimized graph is saved, the fused QLinearConv's output and its integer input (QuantizeLinear
+    or Clip output, behind the layout Transposes) are made graph outputs, and that graph runs as it is."""
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the DQ tensor
-    (out,) = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
-        [f"{site.name}_dq"], {"lr": x.numpy()})
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.x64quantprecision", "1")
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    model = onnx.load(tmp_path / "optimized.onnx")
+    producer = {o: n for n in model.graph.node for o in n.output}
+    (conv,) = [n for n in model.graph.node if n.op_type == "QLinearConv" and n.name.startswith("/IMDB1/c1/")]
+    channels_last = any(a.name == "channels_last" and a.i == 1 for a in conv.attribute)
+    q_in = conv.input[0]
+    while producer[q_in].op_type == "Transpose":
+        q_in = producer[q_in].input[0]
+    assert producer[q_in].op_type in ("QuantizeLinear", "Clip")  # b < 8: the integer Clip after the Q
+    for name in (q_in, conv.output[0]):
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UINT8, None))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # run the fused graph as saved
+    opts.add_session_config_entry("session.x64quantprecision", "1")
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    levels_in, levels_out = sess.run([q_in, conv.output[0]], {"lr": x.numpy()})
+    return levels_in, levels_out.transpose(0, 3, 1, 2) if channels_last else levels_out
+
+
+def _fake_first_conv(shared_data, recipe, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """IMDB1.c1 of the fake-quantized model: (input levels, output levels) as the engine's uint8 levels."""
     fake = load_model(_weights(shared_data))
-    seen: list[np.ndarray] = []
+    apply_recipe(fake.module, recipe)
+    seen: dict[str, np.ndarray] = {}
 
-    def keep(_module, _args, y) -> None:  # copy: IMDN's LeakyReLU runs in place on this tensor
-        seen.append(y.numpy().copy())
+    def keep(key: str, q, t: torch.Tensor) -> None:  # hooks return None: nothing replaced
+        s, zp = (v.detach() for v in q.qparams())
+        seen[key] = torch.clamp(torch.round(t / s) + zp, q.fmt.qmin, q.fmt.qmax).numpy().astype(np.uint8)
 
-    apply_recipe(fake.module, recipe)[site.name].register_forward_hook(keep)
+    c1 = fake.module.IMDB1.c1
+    c1.register_forward_pre_hook(lambda m, a: keep("in", m.input_q, a[0]))
+    c1.register_forward_hook(lambda m, a, y: keep("out", m.output, y))  # before the in-place activation
     with torch.no_grad():
         fake.module(x)
-    return float(np.abs(out - seen[0]).max() / site.scale), float(np.mean(out != seen[0]))
+    return seen["in"], seen["out"]
 
 
 @pytest.mark.parametrize("bits", [4, pytest.param(8, marks=pytest.mark.slow)])
-def test_first_conv_matches_fake_quant(shared_data, lr_images, recipes, bits, tmp_path):
-    """Scales, zero points, integer weights, int32 bias, input Q/Clip and output Q of one real conv
-    reproduce the calibrated model: equal except float ties (torch vs ORT summation order), at most
-    1 LSB on <= 1e-4 of the values. Deeper layers inherit those ties (see test_output_parity)."""
+def test_first_conv_is_bit_exact_where_its_inputs_agree(shared_data, lr_images, recipes, bits, tmp_path):
+    """Scales, zero points, integer weights, int32 bias, input Q/Clip and output Q of one real conv, run
+    as ORT's fused QLinearConv: every output level whose 3x3 window sees the same input levels equals
+    the calibrated model's. Input levels may differ (rarely) because the FP first conv ``fea_conv``
+    rounds differently in ORT (MLAS) and PyTorch (docs/export-parity.md)."""
     recipe = recipes(bits)
     path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
     for x in _tiles(lr_images):
-        lsb, frac = _first_conv_lsb(shared_data, recipe, path, x)
-        assert lsb <= 1.0001 and frac <= 1e-4, (lsb, frac)
+        eng_in, eng_out = _engine_first_conv(path, x, tmp_path)
+        fake_in, fake_out = _fake_first_conv(shared_data, recipe, x)
+        flipped = torch.from_numpy((eng_in != fake_in).any(axis=1, keepdims=True).astype(np.float32))
+        touched = F.max_pool2d(flipped, 3, stride=1, padding=1).numpy().astype(bool)  # 3x3 windows seeing a flip
+        assert float(flipped.mean()) <= 1e-3, float(flipped.mean())
+        np.testing.assert_array_equal(np.where(touched, 0, eng_out), np.where(touched, 0, fake_out))
 
 
 def test_fusion_and_metadata(shared_data, recipes, tmp_path):
@@ -133,18 +167,29 @@ def test_fusion_and_metadata(shared_data, recipes, tmp_path):
     assert len(meta["srq.recipe_sha256"]) == 64 and meta["srq.fingerprint"] == model.fingerprint
 
 
-_TIES = ("1-LSB float ties (torch vs ORT conv accumulation order) cross low-bit input grids and grow through "
-         "the 6 IMDB blocks; calib must emulate QLinearConv's integer accumulation + requantization")
+_FIRST_CONV = ("the FP first conv (fea_conv) rounds differently in ORT (MLAS) and PyTorch; at W8A8 the rare IMDB1.c1 "
+               "input-level flips it causes grow through the 8-bit chain (docs/export-parity.md: 137 dB with the "
+               "engine's fea_conv output injected)")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=_TIES)
-@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("bits", [4, pytest.param(8, marks=pytest.mark.xfail(strict=True, reason=_FIRST_CONV))])
 def test_output_parity(shared_data, lr_images, recipes, bits, tmp_path):
     recipe = recipes(bits)
     path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
     psnr, frac = _parity(shared_data, recipe, path, _tiles(lr_images))
     assert psnr >= 55 and frac <= 1e-3, (psnr, frac)
+
+
+@pytest.mark.slow
+def test_output_parity_is_exact_at_w8a8_with_the_first_conv_quantized(shared_data, lr_images, recipes, tmp_path):
+    """With ``fea_conv`` quantized too, only the input QuantizeLinear (same float32 division in both)
+    precedes the integer chain: every level matches and what is left is the float32 rounding of
+    the FP upsampler (~137 dB). The CCA's float ops could still flip a level on other images."""
+    recipe = recipes(8, ("fea_conv",))
+    path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
+    psnr, frac = _parity(shared_data, recipe, path, _tiles(lr_images))
+    assert psnr >= 120 and frac == 0, (psnr, frac)
 
 
 def test_packed_weights_same_output_smaller_file(shared_data, lr_images, recipes, tmp_path):
