@@ -246,8 +246,14 @@ def load_checkpoint(trainer: Trainer, work_dir: Path) -> bool:
     return True
 
 
-def train(cfg: TrainConfig, work_dir: Path, val_every: int, checkpoint_minutes: float, set5: Path | None) -> Trainer:
-    """Run (or continue) training to cfg.steps; validate every ``val_every`` steps and at the end."""
+def train(cfg: TrainConfig, work_dir: Path, val_every: int, checkpoint_minutes: float, set5: Path | None,
+          stop_after: int | None = None) -> Trainer:
+    """Run (or continue) training to cfg.steps; validate every ``val_every`` steps and at the end.
+
+    ``stop_after``: leave (checkpoint saved) once this many steps are done, e.g. to fit a time
+    slot or to check determinism; the schedule still runs to cfg.steps on the next rerun.
+    """
+    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     train_set = list(open_builtin("calib", SCALE))
     val_sets = {"demo": list(open_builtin("demo", SCALE))}
     if set5 is not None:
@@ -257,7 +263,7 @@ def train(cfg: TrainConfig, work_dir: Path, val_every: int, checkpoint_minutes: 
         print(f"resumed at step {trainer.step} from {checkpoint_path(work_dir)}", flush=True)
     last_save = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", mininterval=30, file=sys.stdout)
-    while trainer.step < cfg.steps:
+    while trainer.step < last:
         t0 = time.perf_counter()
         loss = trainer.train_step()
         trainer.elapsed_s += time.perf_counter() - t0
@@ -268,7 +274,7 @@ def train(cfg: TrainConfig, work_dir: Path, val_every: int, checkpoint_minutes: 
             point.update({f"{k}_psnr_y": round(evaluate(trainer.model, v), 4) for k, v in val_sets.items()})
             trainer.curve.append(point)
             print(f"val {json.dumps(point)}", flush=True)
-        if time.monotonic() - last_save > checkpoint_minutes * 60 or trainer.step == cfg.steps:
+        if time.monotonic() - last_save > checkpoint_minutes * 60 or trainer.step == last:
             save_checkpoint(trainer, work_dir)
             last_save = time.monotonic()
     bar.close()
@@ -319,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--val-set5", type=Path, default=None, help="Set5 folder (e.g. ../shared/data/benchmarks/Set5)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop (checkpoint saved) once N steps are done; rerun without it to continue")
     p.add_argument("--export", action="store_true", help=f"write {EXPORT_PATH.relative_to(REPO)} and exit")
     p.add_argument("--export-to", type=Path, default=EXPORT_PATH)
     args = p.parse_args(argv)
@@ -338,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             init_from=str(args.init_from.resolve()) if args.init_from else "",
         )
-        train(cfg, args.work_dir, args.val_every, args.checkpoint_minutes, args.val_set5)
+        train(cfg, args.work_dir, args.val_every, args.checkpoint_minutes, args.val_set5, args.stop_after)
     except SrqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
