@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from srq import __version__
 from srq.errors import GateFailure, SrqError
@@ -49,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # a job started in the background by a non-interactive shell inherits SIGINT as ignored;
+        # restore Python's handler so `kill -INT` stops DQC with its best state, as Ctrl-C does
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args._run(args) or 0)
     except SrqError as exc:
