@@ -6,9 +6,9 @@ report.html, report.md, report.json), each stage exactly as its own command woul
 prints one verdict line per setting. It exits 1 when any setting fails a gate, 2 on bad input.
 
 Defaults: the built-in SwinIR-light x2, builtin:calib for calibration, builtin:demo for the
-check, 2DQuant+ sorted grading (phase 1; add --dqc-iters N for distillation), tile 64x64,
-ONNX Runtime, and the parity gate (the engine must compute what calibration simulated).
-Bias correction (beta) is not offered here yet: `srq export` cannot write it.
+check, 2DQuant+ sorted grading with bias correction (beta; phase 1, add --dqc-iters N for
+distillation; --no-bias-correction for plain sorted), tile 64x64, ONNX Runtime, and the
+parity gate (the engine must compute what calibration simulated).
 
 examples:
   srq run --out runs/default
@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=("ort", "trt"), default="ort", help="engine target (default ort)")
     p.add_argument("--tile", default="64x64", help="engine LR tile HxW (default 64x64)")
     p.add_argument("--method", default="sorted", help="phase-1 bound search (default sorted)")
+    p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
+                   help="2DQuant+ shift beta on two-sided input sites (default on; --no-bias-correction: off)")
     p.add_argument("--dqc-iters", type=int, default=0, help="phase-2 DQC iterations (default 0 = phase 1 only)")
     p.add_argument("--calib-data", default="builtin:calib", help="calibration images (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="calibration LR crops (default 32)")
@@ -45,9 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple[str, list[str]]]:
     scale = ["--scale", str(args.scale)] if args.scale else []
     recipe, onnx = str(folder / "recipe.json"), str(folder / "model.onnx")
+    flags = (["--symmetric"] if args.target == "trt" else []) + (["--bias-correction"] if args.bias_correction else [])
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
                  "--dqc-iters", str(args.dqc_iters), "--calib-data", args.calib_data, "--crops", str(args.crops),
-                 "--out", recipe] + (["--symmetric"] if args.target == "trt" else [])
+                 "--out", recipe, *flags]
     export = ["export", args.model, *scale, "--recipe", recipe, "--target", args.target, "--tile", args.tile,
               "--out", onnx]
     gates = [f"--{k.replace('_', '-')}={v}" for k, v in
