@@ -33,3 +33,22 @@ def test_run_passes_and_fails_on_gates(shared_data, tmp_path):
     assert "--min-speedup" in bad.stderr
     report = json.loads((tmp_path / "bad" / "w8a8" / "report" / "report.json").read_text())
     assert report["passed"] is False and len(report["failures"]) == 1
+
+
+def test_default_run_on_builtin_model_and_data(tmp_path):
+    """`srq run` with the defaults that need no files (built-in SwinIR-light x2, builtin:calib, builtin:demo),
+    at a reduced budget: one bit setting, few crops, few timed runs."""
+    out = tmp_path / "default"
+    cmd = [sys.executable, "-m", "srq", "run", "--bits", "w4a4", "--crops", "4", "--dqc-iters", "0",
+           "--latency-runs", "3", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    report = json.loads((out / "w4a4" / "report" / "report.json").read_text())
+    assert done.returncode == (0 if report["passed"] else 1), done.stderr[-2000:]
+    assert report["passed"] is True, report["failures"]
+    s = report["summary"]
+    assert s["parity_psnr"] >= 50.0
+    assert s["psnr_drop"] < 3.0  # W4A4 phase 1 (sorted + beta) on a 4-crop budget: a sanity bound, not a quality claim
+    recipe = json.loads((out / "w4a4" / "recipe.json").read_text())
+    assert recipe["model"]["arch"].startswith("SwinIR")
+    assert any(site["name"].endswith("matmul_av.input_a") for site in recipe["sites"])
+    assert "w4a4: PASSED" in done.stdout and "report.html" in done.stdout
