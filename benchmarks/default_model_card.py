@@ -62,7 +62,8 @@ def main() -> None:
 
 SwinIR-light x2 (embed 60, depths 6x4, heads 6x4, window 8, MLP ratio 2, pixelshuffledirect;
 910,152 parameters; official SwinIR state-dict layout, fp16 storage, restored to fp32 on load)
-trained from scratch by `benchmarks/train_default_model.py` on `builtin:calib` (10 freely
+trained from scratch by `benchmarks/train_default_model.py` ({len(stages)} stage(s), each
+starting from the previous one's weights) on `builtin:calib` (10 freely
 licensed photos shipped in scikit-image, see `imaging/builtin/README.md`), never on
 Set5/Set14/B100. It exists so that `srq run` works offline out of the box and exercises the
 transformer path; it is **far less trained** than the official checkpoint (38.14 dB on Set5),

@@ -47,4 +47,4 @@ def test_builtin_demo_psnr_matches_model_card():
 def test_set5_psnr_matches_model_card(shared_data):
     got = evaluate_model("swinir-light-x2", str(shared_data / "benchmarks" / "Set5"))["psnr_y"]
     assert got == pytest.approx(_card_metrics()["Set5"]["psnr_y"], abs=0.01)
-    assert got >= 33.66  # beats bicubic (Set5 x2), whatever the training budget was
+    assert got >= 36.0  # issue 3's floor for the shipped model (bicubic: 33.66)
