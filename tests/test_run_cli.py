@@ -40,8 +40,9 @@ def test_default_run_on_builtin_model_and_data(tmp_path):
     at a reduced budget: one bit setting, few crops, few timed runs."""
     out = tmp_path / "default"
     cmd = [sys.executable, "-m", "srq", "run", "--bits", "w4a4", "--crops", "4", "--dqc-iters", "0",
-           "--latency-runs", "3", "--out", str(out)]
+           "--latency-runs", "20", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert (out / "w4a4" / "report" / "report.json").is_file(), done.stderr[-2000:]
     report = json.loads((out / "w4a4" / "report" / "report.json").read_text())
     assert done.returncode == (0 if report["passed"] else 1), done.stderr[-2000:]
     assert report["passed"] is True, report["failures"]
