@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from srq.imaging.datasets import open_folder
 
 
 def shared_data_path() -> Path:
@@ -21,3 +25,27 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path} (set SRQ_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="module")
+def lr_images(shared_data) -> list[torch.Tensor]:
+    """Set5 x2 LR images as (1, 3, h, w) float32 in [0, 1]."""
+    ds = open_folder(shared_data / "benchmarks/Set5", 2)
+    return [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous() for s in ds]
+
+
+@pytest.fixture
+def assert_swinir_integer_kernels():
+    """``check(recipe, onnx_path)``: every quantized Linear runs as QGemm and every quantized MatMul as an
+    integer MatMul in ORT's optimized graph, with no float MatMul/Gemm left."""
+    from srq.export.ort_fusion import optimized_op_counts
+
+    def check(recipe, path) -> None:
+        linears = {s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "linear"}
+        matmuls = {s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "matmul"}
+        counts = optimized_op_counts(path)
+        assert counts["QGemm"] == len(linears), counts
+        assert counts["QLinearMatMul"] + counts["MatMulIntegerToFloat"] == len(matmuls), counts
+        assert counts["MatMul"] == 0 and counts["Gemm"] == 0, counts
+
+    return check

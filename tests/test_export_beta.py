@@ -25,7 +25,6 @@ from srq.calib.sites import PlacementConfig
 from srq.errors import SrqError
 from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_export import export_quantized
-from srq.imaging.datasets import open_folder
 from srq.zoo.archs.swinir import swinir_light
 from srq.zoo.loader import load_model
 
@@ -35,13 +34,6 @@ TILE = (48, 48)
 
 def _imdn(shared_data):
     return load_model(shared_data / "weights/IMDN/IMDN_x2.pth")
-
-
-@pytest.fixture(scope="module")
-def lr_images(shared_data) -> list[torch.Tensor]:
-    """Set5 LR images as (1, 3, h, w) float32 in [0, 1]."""
-    ds = open_folder(shared_data / "benchmarks/Set5", 2)
-    return [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous() for s in ds]
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +159,7 @@ def test_beta_on_an_output_site_is_refused(shared_data, imdn_recipe, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_swinir_light_beta_on_linear_and_matmul_inputs(shared_data, lr_images, tmp_path):
+def test_swinir_light_beta_on_linear_and_matmul_inputs(shared_data, lr_images, tmp_path, assert_swinir_integer_kernels):
     """Linear inputs fold ``W_q @ beta`` into the int32 bias (QGemm stays); attention MatMuls keep their
     integer kernel with the shift terms added after it; parity as good as the no-beta export's."""
     torch.manual_seed(0)
@@ -187,9 +179,4 @@ def test_swinir_light_beta_on_linear_and_matmul_inputs(shared_data, lr_images, t
     shifted = {s.name for s in recipe.sites if s.beta is not None}
     assert any(n.endswith(".qkv.q.input_q") for n in shifted) and any(n.endswith(".matmul_qk.input_a") for n in shifted)
     assert results[True][0] >= results[False][0] - 1.0 and results[True][1] <= results[False][1] + 1e-4, results
-    linears = {s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "linear"}
-    matmuls = {s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "matmul"}
-    counts = optimized_op_counts(path)
-    assert counts["QGemm"] == len(linears), counts
-    assert counts["QLinearMatMul"] + counts["MatMulIntegerToFloat"] == len(matmuls), counts
-    assert counts["MatMul"] == 0 and counts["Gemm"] == 0, counts
+    assert_swinir_integer_kernels(recipe, path)

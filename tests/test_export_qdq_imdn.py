@@ -24,7 +24,6 @@ from srq.errors import SrqError
 from srq.export.lint import lint_model
 from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_export import export_quantized
-from srq.imaging.datasets import open_folder
 from srq.pipeline.cli import main
 from srq.zoo.loader import load_model
 
@@ -34,13 +33,6 @@ TILE = (48, 48)
 
 def _weights(shared_data):
     return shared_data / "weights/IMDN/IMDN_x2.pth"
-
-
-@pytest.fixture(scope="module")
-def lr_images(shared_data) -> list[torch.Tensor]:
-    """Set5 LR images as (1, 3, h, w) float32 in [0, 1]."""
-    ds = open_folder(shared_data / "benchmarks/Set5", 2)
-    return [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous() for s in ds]
 
 
 @pytest.fixture(scope="module")

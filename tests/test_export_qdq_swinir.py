@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 from srq.calib.api import CalibConfig, calibrate
 from srq.calib.recipe import ModelInfo, apply_recipe
 from srq.calib.sites import PlacementConfig
-from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_export import export_quantized
 from srq.imaging.datasets import open_folder
 from srq.zoo.archs.swinir import swinir_light
@@ -23,7 +22,7 @@ TILE = (16, 16)  # two 8x8 windows per side: shifted-window masks are exercised
 
 
 @pytest.mark.parametrize("bits", [4])
-def test_swinir_light_parity_and_integer_kernels(shared_data, tmp_path, bits):
+def test_swinir_light_parity_and_integer_kernels(shared_data, tmp_path, bits, assert_swinir_integer_kernels):
     torch.manual_seed(0)
     ckpt = tmp_path / "light.safetensors"
     save_file({k: v.contiguous() for k, v in swinir_light(2).state_dict().items()}, ckpt)
@@ -51,9 +50,4 @@ def test_swinir_light_parity_and_integer_kernels(shared_data, tmp_path, bits):
     psnr = float("inf") if mse == 0 else 10 * np.log10(1 / mse)
     assert psnr >= 55 and np.mean(np.abs(d) > 1 / 255) <= 1e-3, psnr
 
-    linears = {s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "linear"}
-    matmuls = {s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "matmul"}
-    counts = optimized_op_counts(path)
-    assert counts["QGemm"] == len(linears), counts
-    assert counts["QLinearMatMul"] + counts["MatMulIntegerToFloat"] == len(matmuls), counts
-    assert counts["MatMul"] == 0 and counts["Gemm"] == 0, counts
+    assert_swinir_integer_kernels(recipe, path)
