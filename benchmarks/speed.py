@@ -10,9 +10,10 @@ For each net, at one 128x128 LR tile, 1 intra-op thread, ``ORT_ENABLE_ALL``, thr
 * ``fp32``: ``srq.export.fp_onnx.export_fp_onnx``;
 * ``srq W8A8`` / ``srq W4A4``: ``srq calibrate`` (phase 1; few small crops, since calibration
   quality does not change the graph or its speed) then ``srq export --target ort``;
-* ``srq W4A4 s8w``: the same W4A4 graph with its uint8 weights re-stored as int8 with zero point 0
-  (``q - zp``; exact for grids of <= 7 bits, checked here on the tile): what a signedness change
-  in export would give, so that ORT runs its fast U8S8 kernels (docs/speed.md);
+* ``srq W7A8 sw``: ``srq calibrate --bits w7a8 --symmetric-weights``: 8-bit asymmetric activations,
+  symmetric 7-bit weights (``|q| <= 63``), the format for which ORT's fast U8S8 x86 kernels are
+  exact without VNNI (srq's W<=7 weights are stored as int8 ``q - zp``, zp 0; 8-bit asymmetric
+  weights cannot be, so ``srq W8A8`` runs ORT's U8U8 kernels, docs/speed.md);
 * ``ORT qs W8A8``: ``onnxruntime.quantization.quantize_static`` on the FP ONNX (QDQ, uint8
   activations, int8 per-tensor weights: ORT's recommended x86 setting; 4 random tiles to
   calibrate), run with ORT's default kernels (``exact_integer=False``) as its users run it.
@@ -43,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,10 +73,11 @@ def fp_onnx(spec: str, out: Path) -> Path:
     return out
 
 
-def srq_onnx(spec: str, bits: str, work: Path, stem: str) -> Path:
-    recipe, out = work / f"{stem}_{bits}.json", work / f"{stem}_{bits}.onnx"
+def srq_onnx(spec: str, bits: str, work: Path, stem: str, *flags: str) -> Path:
+    tag = bits + "".join(f.replace("--", "_") for f in flags)
+    recipe, out = work / f"{stem}_{tag}.json", work / f"{stem}_{tag}.onnx"
     if not recipe.exists():
-        _cli("calibrate", spec, "--bits", bits, "--crops", "8", "--crop-size", "48", "--out", str(recipe))
+        _cli("calibrate", spec, "--bits", bits, *flags, "--crops", "8", "--crop-size", "48", "--out", str(recipe))
     if not out.exists():
         _cli("export", spec, "--recipe", str(recipe), "--target", "ort",
              "--tile", f"{TILE[0]}x{TILE[1]}", "--out", str(out))
@@ -100,30 +101,6 @@ def ort_quantized(fp: Path, out: Path) -> Path:
 
         quantize_static(str(fp), str(out), Tiles(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return out
-
-
-def s8_weight_containers(src: Path, out: Path) -> Path:
-    """``src`` with every uint8 weight initializer of a DequantizeLinear stored as int8 ``q - zp``, zp 0.
-
-    Exact (same dequantized values) where ``q - zp`` fits int8; raises otherwise (8-bit grids)."""
-    model = onnx.load(src)
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        w = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if w is None or w.data_type != onnx.TensorProto.UINT8 or len(w.dims) < 2:
-            continue
-        q = numpy_helper.to_array(w).astype(np.int32)
-        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.int32)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        centred = q - (zp.reshape(shape) if zp.ndim == 1 else zp)
-        if centred.min() < -128 or centred.max() > 127:
-            raise ValueError(f"{src}: {w.name} does not fit int8 with zero point 0")
-        w.CopyFrom(numpy_helper.from_array(centred.astype(np.int8), w.name))
-        inits[node.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(zp.shape, np.int8), node.input[2]))
-    onnx.save(model, out)
     return out
 
 
@@ -163,15 +140,14 @@ def bench_net(key: str, work: Path, runs: int, warmup: int) -> dict:
     fp = fp_onnx(spec, work / f"{key}_fp.onnx")
     w8 = srq_onnx(spec, "w8a8", work, key)
     w4 = srq_onnx(spec, "w4a4", work, key)
-    paths = {"fp32": fp, "srq W8A8": w8, "srq W4A4": w4,
-             "srq W4A4 s8w": s8_weight_containers(w4, work / f"{key}_w4a4_s8w.onnx"),
+    paths = {"fp32": fp, "srq W8A8": w8, "srq W7A8 sw": srq_onnx(spec, "w7a8", work, key, "--symmetric-weights"),
+             "srq W4A4": w4,
              "ORT qs W8A8": ort_quantized(fp, work / f"{key}_ortqs_w8a8.onnx")}
     shipped = OrtOptions(threads=1, save_optimized=False)
     engines = {n: OrtEngine(p, shipped if n != "ORT qs W8A8" else OrtOptions(threads=1, save_optimized=False,
                                                                              exact_integer=False))
                for n, p in paths.items()}
     x = np.random.default_rng(0).random(engines["fp32"].input_shape, dtype=np.float32)
-    s8_exact = bool(np.array_equal(engines["srq W4A4 s8w"].run(x), engines["srq W4A4"].run(x)))
     raw = time_interleaved(engines, x, runs, warmup, label)
     rows = []
     fp_wall, fp_cpu = Timing(tuple(raw["fp32"][0])), Timing(tuple(raw["fp32"][1]))
@@ -183,7 +159,7 @@ def bench_net(key: str, work: Path, runs: int, warmup: int) -> dict:
                      "wall_runs_ms": wall_ms, "cpu_runs_ms": cpu_ms})
     for e in engines.values():
         e.close()
-    return {"net": label, "tile": list(TILE), "s8w_equals_srq_w4a4": s8_exact, "rows": rows}
+    return {"net": label, "tile": list(TILE), "rows": rows}
 
 
 def table(result: dict) -> str:
@@ -202,8 +178,7 @@ def table(result: dict) -> str:
                          f"{'yes' if r['u8u8_kernels'] else 'no'} |")
     lines += ["", "Speed-up = FP32 median / engine median. CPU = the calling thread's CPU time. "
               "x64quantprecision: whether the engine set it (exact U8U8 kernels for int8 weights that could "
-              "saturate; uint8-weight models run U8U8 without it). `srq W4A4 s8w` output equal to `srq W4A4` on the tile: "
-              + ", ".join(f"{n['net']} {'yes' if n['s8w_equals_srq_w4a4'] else 'NO'}" for n in result["nets"]) + "."]
+              "saturate; uint8-weight models run U8U8 without it). `sw`: symmetric weights."]
     return "\n".join(lines)
 
 

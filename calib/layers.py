@@ -9,22 +9,22 @@ zero point 0, round half to even, saturated to int32), per output channel with p
 weights (``simulate_int32_bias``, on by default).
 
 Bias correction on an input (``Q_beta(x) = Q(x - beta) + beta``): the kernel consumes
-``Q(x - beta)`` and the ``W @ beta`` term is added on the output side. For Linear and for a
-Conv2d without zero padding it is a per-output-channel constant and joins the bias before the
-int32 rounding (exact fold). A zero-padded Conv2d sees ``beta`` only inside the image, so the
-term is the border-dependent map ``conv2d(beta * 1, W_q)``, added after the integer conv
-(export keeps it as an explicit constant Add); the int32 bias is then the original bias.
+``Q(x - beta)`` and the ``W @ beta`` term, a per-output-channel constant, joins the bias before the
+int32 rounding (exact fold). A zero-padded Conv2d pads first (explicit zeros; the shift and the
+quantizer see the padded tensor; then an unpadded conv), so its border also reads
+``Q(0 - beta) + beta`` and the fold stays per channel: the export writes the same
+``Pad -> Sub(beta) -> Q -> DQ -> Conv(pads 0)``, which ONNX Runtime still fuses into QLinearConv.
 
 Conv output quantizer (``QuantConv2d.output``, optional): ONNX Runtime runs a quantized Conv as
 an integer ``QLinearConv`` only when its output carries a QuantizeLinear, and that kernel
 requantizes its int32 accumulator at the output scale (``docs/export-ort-fusion.md``). The
-quantizer is applied to ``conv(x) + bias (+ beta map)`` before any following activation, in every
+quantizer is applied to ``conv(x) + bias`` before any following activation, in every
 mode (so the observation pass sees the conv's FP output). Linear layers need none: export keeps
 their bias as DQ(int32) and ORT's QGemm then has a float output, which ``simulate_int32_bias``
 already matches.
 
 Integer-exact QLinearConv (``requantize``): when input, weight and output quantizers all quantize
-and the bias is simulated as int32 (no border-dependent beta map), the forward value is what ORT's
+and the bias is simulated as int32, the forward value is what ORT's
 QLinearConv computes (onnxruntime ``qlinearconv.cc`` + MLAS ``MlasRequantizeOutput``, CPU):
 
 * the accumulator ``sum (q_x - zp_x)(q_w - zp_w)`` exactly (integer; zero padding is the input
@@ -96,36 +96,42 @@ class WeightedQuantLayer(nn.Module):
     def _output(self, y: Tensor) -> Tensor:
         return y if self.output is None else self.output(y)
 
-    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None, padded: bool = False) -> Tensor:
+        """The layer's op; ``padded``: ``x`` already carries the layer's zero padding."""
         raise NotImplementedError
 
-    def _beta_term(self, x: Tensor, w: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """``W @ beta`` as (per-channel bias addend, output-map addend): one of them or neither."""
+    def _pad(self, x: Tensor) -> Tensor:
+        """``x`` with the layer's zero padding applied explicitly (identity for unpadded layers)."""
+        return x
+
+    def _beta_fold(self, w: Tensor) -> Tensor:
+        """``W @ beta`` per output channel (the shift's contribution, folded into the bias)."""
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight_q(self.weight)
         if not self.input_q.quantizing:
             return self._output(self._apply_op(self.input_q(x), w, self.bias))
+        shifted = self.input_q.beta is not None
+        if shifted:
+            x = self._pad(x)
         xq = self.input_q.quantize_shifted(x)
-        bias, out_map = self.bias, None
-        if self.input_q.beta is not None:
-            fold, out_map = self._beta_term(x, w)
-            if fold is not None:
-                bias = fold if bias is None else bias + fold
+        bias = self.bias
+        if shifted:
+            fold = self._beta_fold(w)
+            bias = fold if bias is None else bias + fold
         exact = None
-        if (self.output is not None and self.output.quantizing and self.weight_q.quantizing and out_map is None
+        if (self.output is not None and self.output.quantizing and self.weight_q.quantizing
                 and (bias is None or self.simulate_int32_bias)):
-            exact = self._integer_output(xq, w, bias)
+            exact = self._integer_output(xq, w, bias, shifted)
             if not torch.is_grad_enabled():
                 return exact
         if bias is not None and self.simulate_int32_bias and self.weight_q.quantizing:
             bias = int32_bias(bias, self.input_q.qparams()[0], self.weight_q.qparams()[0])
-        y = self._apply_op(xq, w, bias)
-        y = self._output(y if out_map is None else y + out_map)
+        y = self._output(self._apply_op(xq, w, bias, shifted))
         return y if exact is None else exact + (y - y.detach())
 
-    def _integer_output(self, xq: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    def _integer_output(self, xq: Tensor, w: Tensor, bias: Tensor | None, padded: bool) -> Tensor:
         """What ONNX Runtime's QLinearConv outputs (dequantized), from the fake-quantized ``xq`` and ``w``;
         ``bias`` before int32 rounding (see the module docstring). No gradient."""
         with torch.no_grad(), torch.autocast(xq.device.type, enabled=False):
@@ -140,7 +146,7 @@ class WeightedQuantLayer(nn.Module):
             # float32 is exact when every partial sum is an integer below 2^24 (CPU: no TF32); else float64
             if xq.device.type != "cpu" or x_max * float(w_levels.abs().flatten(1).sum(1).max()) >= _FLOAT32_EXACT:
                 x_levels, w_levels = x_levels.double(), w_levels.double()
-            acc = self._apply_op(x_levels, w_levels, None).round_()
+            acc = self._apply_op(x_levels, w_levels, None, padded).round_()
             if bias is not None:  # float32: one rounding of the exact int sum, as ORT's int32 add + cvtdq2ps
                 acc += int32_bias_levels(bias, s_x, s_w).to(acc.dtype).reshape(channel)
             mult = (s_x * s_w) / s_y
@@ -159,11 +165,11 @@ class QuantLinear(WeightedQuantLayer):
         self.weight = linear.weight
         self.bias = linear.bias
 
-    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None, padded: bool = False) -> Tensor:
         return F.linear(x, w, b)
 
-    def _beta_term(self, x: Tensor, w: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        return w @ self.input_q.beta.expand(w.shape[1]), None
+    def _beta_fold(self, w: Tensor) -> Tensor:
+        return w @ self.input_q.beta.expand(w.shape[1])
 
 
 class QuantConv2d(WeightedQuantLayer):
@@ -180,16 +186,15 @@ class QuantConv2d(WeightedQuantLayer):
         self.weight = conv.weight
         self.bias = conv.bias
 
-    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+    def _apply_op(self, x: Tensor, w: Tensor, b: Tensor | None, padded: bool = False) -> Tensor:
+        return F.conv2d(x, w, b, self.stride, 0 if padded else self.padding, self.dilation, self.groups)
 
-    def _beta_term(self, x: Tensor, w: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        beta = self.input_q.beta
-        if all(p == 0 for p in self.padding):
-            per_group_in = w.shape[1]
-            return w.sum(dim=(2, 3)) @ beta.expand(per_group_in), None
-        ones = beta.reshape(1, 1, 1, 1).expand(1, x.shape[1], x.shape[2], x.shape[3])
-        return None, F.conv2d(ones, w, None, self.stride, self.padding, self.dilation, self.groups)
+    def _pad(self, x: Tensor) -> Tensor:
+        ph, pw = self.padding
+        return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+
+    def _beta_fold(self, w: Tensor) -> Tensor:
+        return w.sum(dim=(2, 3)) @ self.input_q.beta.expand(w.shape[1])
 
 
 class QuantMatMul(nn.Module):

@@ -56,6 +56,7 @@ class PlacementConfig:
     w_bits: int = 4
     a_bits: int = 4
     symmetric: bool = False  # TensorRT: zp 0, weights narrow range, activations full range
+    weight_symmetric: bool = False  # weights only: zp 0, narrow range (ORT's fast U8S8 kernels, see docs/speed.md)
     weight_granularity: Literal["channel", "tensor"] = "channel"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -136,7 +137,8 @@ def _glob(path: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _weight_q(layer: nn.Module, cfg: PlacementConfig, op: str, out_channels: int) -> FakeQuantizer:
-    fmt = QuantFormat(cfg.w_bits, cfg.symmetric, narrow=cfg.symmetric)
+    sym = cfg.symmetric or cfg.weight_symmetric
+    fmt = QuantFormat(cfg.w_bits, sym, narrow=sym)
     if cfg.weight_granularity == "channel":
         return FakeQuantizer("weight", fmt, op=op, channels=out_channels, axis=0)
     return FakeQuantizer("weight", fmt, op=op)

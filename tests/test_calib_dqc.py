@@ -1,4 +1,4 @@
-"""Phase 2 (DQC): the loss falls, only bounds / beta move, seeded runs repeat, Ctrl-C keeps the best state."""
+"""Phase 2 (DQC): the held-out PSNR rises, only bounds / beta move, seeded runs repeat, Ctrl-C keeps the best state."""
 
 from __future__ import annotations
 
@@ -61,14 +61,15 @@ def test_feature_loss_is_per_sample_normalised():
     assert float(feature_loss({"f": a}, {"f": b})) == pytest.approx(expected, rel=1e-5)
 
 
-def test_dqc_lowers_the_loss_and_moves_only_bounds_and_beta(fp_model, crops, phase1):
+def test_dqc_raises_validation_psnr_and_moves_only_bounds_and_beta(fp_model, crops, phase1):
     fp_state = _quant_state(fp_model)
     student = _student(fp_model, phase1)
     before = _quant_state(student)
     result = distill(student, fp_model, crops, DQCConfig(iterations=20, batch_size=2, patch=8, val_every=5), seed=0)
     curve = result.loss_curve
-    assert len(curve) == 20 and sum(curve[-5:]) / 5 < 0.9 * sum(curve[:5]) / 5
-    assert result.best_psnr > result.val_psnr[0][1] and result.best_iteration > 0
+    # the training loss of 2-crop batches is too noisy to compare here; the held-out PSNR is what DQC keeps
+    assert len(curve) == 20 and all(v > 0 for v in curve)
+    assert result.best_psnr > result.val_psnr[0][1] + 0.5 and result.best_iteration > 0
     after = _quant_state(student)
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.rsplit(".", 1)[1] in ("lb", "ub", "beta") for k in moved)

@@ -111,6 +111,7 @@ def test_int32_bias_rounds_to_the_accumulator_grid():
 
 
 def test_bias_correction_fold_is_exact_for_linear_and_padded_conv():
+    # a padded conv pads first, so its border is shifted and quantized too (as the export's Pad -> Sub -> Q)
     torch.manual_seed(0)
     lin = nn.Linear(6, 4)
     ql = QuantLinear(lin, _quant("weight", 4, -0.5 * torch.ones(4), 0.5 * torch.ones(4), channels=4),
@@ -123,7 +124,8 @@ def test_bias_correction_fold_is_exact_for_linear_and_padded_conv():
         qc = QuantConv2d(conv, _quant("weight", 4, -0.3 * torch.ones(4), 0.3 * torch.ones(4), channels=4),
                          _quant("activation", 3, -1.0, 1.0, beta=-0.7, op="conv2d"), simulate_int32_bias=False)
         x = torch.randn(2, 3, 7, 9) - 0.7
-        ref = F.conv2d(qc.input_q(x), qc.weight_q(conv.weight), conv.bias, padding=padding)
+        padded = F.pad(x, (padding,) * 4)
+        ref = F.conv2d(qc.input_q(padded), qc.weight_q(conv.weight), conv.bias)
         torch.testing.assert_close(qc(x), ref, rtol=0, atol=1e-5)
 
 

@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep layers whose module path matches in FP (repeatable; wins over --include), "
                         "e.g. '*.cca.*' for IMDN's global-pooled channel attention")
     p.add_argument("--symmetric", action="store_true", help="symmetric int8-container quantization (TensorRT)")
+    p.add_argument("--symmetric-weights", action="store_true",
+                   help="symmetric narrow-range weights only (zero point 0; activations stay asymmetric). "
+                        "With --bits w7a8 the weights fit |q| <= 63, so ONNX Runtime runs its fast U8S8 "
+                        "kernels exactly on x86 without VNNI (docs/speed.md)")
     p.add_argument("--conv-output-bits", type=int, default=8, metavar="B",
                    help="bits of each quantized conv's output requantization (ORT QLinearConv; default 8, 0 = none)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     policy = args.policy or ("2dquant" if model.arch == "SwinIR" else "body")
     w_bits, a_bits = args.bits
     placement = PlacementConfig(policy=policy, w_bits=w_bits, a_bits=a_bits, symmetric=args.symmetric,
+                                weight_symmetric=args.symmetric_weights,
                                 bias_correction=args.bias_correction,
                                 include=tuple(args.include), exclude=tuple(args.exclude),
                                 conv_output_bits=args.conv_output_bits or None)

@@ -8,9 +8,9 @@ prints one verdict line per setting. It exits 1 when any setting fails a gate, 2
 Defaults: the built-in SwinIR-light x2, builtin:calib for calibration, builtin:demo for the
 check, 2DQuant+ sorted grading (phase 1; add --dqc-iters N for distillation), tile 64x64,
 ONNX Runtime, and the parity gate (the engine must compute what calibration simulated).
---bias-correction adds 2DQuant+'s beta: exact for SwinIR (Linear / MatMul inputs); not yet on
-by default because on zero-padded convs (CNNs) calibration and export still treat the border
-differently (IMDN W4A4 parity 41 dB instead of 137 dB, docs/export-ort-fusion.md).
+2DQuant+'s bias correction beta is on (--no-bias-correction turns it off): the export folds it
+exactly (Linear / MatMul inputs, and zero-padded convs, which pad before the shift in both
+calibration and export; docs/export-ort-fusion.md).
 
 examples:
   srq run --out runs/default
@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=("ort", "trt"), default="ort", help="engine target (default ort)")
     p.add_argument("--tile", default="64x64", help="engine LR tile HxW (default 64x64)")
     p.add_argument("--method", default="sorted", help="phase-1 bound search (default sorted)")
-    p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=False,
-                   help="2DQuant+ shift beta on two-sided input sites (default off, see above)")
+    p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
+                   help="2DQuant+ shift beta on two-sided input sites (default on)")
     p.add_argument("--dqc-iters", type=int, default=0, help="phase-2 DQC iterations (default 0 = phase 1 only)")
     p.add_argument("--calib-data", default="builtin:calib", help="calibration images (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="calibration LR crops (default 32)")
