@@ -10,16 +10,18 @@ Engine arithmetic reproduced (float32 throughout; ONNX Runtime CPU is the refere
 
 Integer ranges (``QuantFormat``):
 
-* asymmetric (ORT): ``[0, 2^b - 1]`` in a uint8 container; ``s = (ub - lb) / (2^b - 1)``;
+* asymmetric (ORT): ``[0, 2^b - 1]`` in a uint8 container; the bounds first widen to include 0
+  (``lb <- min(lb, 0)``, ``ub <- max(ub, 0)``, as ONNX Runtime's and PyTorch's observers do: 0
+  must be a level for zero padding, and a single-signed range such as a channel of all-negative
+  weights would otherwise lose its far end); ``s = (ub - lb) / (2^b - 1)``;
   ``zp = clamp(round_half_even(-lb / s), 0, 2^b - 1)``. The grid is anchored at the snapped
-  lower bound ``-zp * s`` (0 is always a level); when ``lb > 0`` (or ``ub < 0``) the zero point
-  clamps and the representable range is ``[0, (2^b - 1) s]`` (resp. ``[-(2^b - 1) s, 0]``).
+  lower bound ``-zp * s``.
 * symmetric (TensorRT, ``zp = 0``, int8 container): ``s = max(|lb|, |ub|) / (2^(b-1) - 1)``;
   activations use the full range ``[-2^(b-1), 2^(b-1) - 1]`` and weights the narrow range
   ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` -- TensorRT's / ModelOpt's convention (amax / 127 at 8 bits).
 
 Degenerate bounds (``ub - lb`` not above the smallest normal float32 times ``qmax - qmin``,
-which includes ``lb == ub``, constant tensors and bounds crossed during training; or
+which includes ``lb == ub`` and constant tensors; or
 ``max(|lb|, |ub|) == 0`` when symmetric) fall back to ``s = max(|lb|, |ub|) / (2^b - 1)`` (asymmetric) or
 ``/ (2^(b-1) - 1)`` (symmetric), and to ``s = 1`` when that is 0 too: a constant tensor ``c``
 then quantizes to ``c`` itself (up to one float32 rounding) and 0 stays 0.
@@ -32,7 +34,8 @@ Gradients (straight-through rounding; 2DQuant's Eq. 2 with the snapped grid). Wi
   the clipped level outside);
 * ``dy/dzp = -(1 - in) * s``;
 * ``zp = clamp(round_ste(-lb / s), 0, 2^b - 1)`` passes ``d(-lb/s)`` straight through (zero
-  where clamped), and ``s`` carries ``1/(2^b - 1)`` to ``ub`` and ``-1/(2^b - 1)`` to ``lb``.
+  where clamped), and ``s`` carries ``1/(2^b - 1)`` to ``ub`` and ``-1/(2^b - 1)`` to ``lb``
+  (nothing to a bound on the wrong side of 0, which the widening replaced by 0).
 
 Composed, inside the range ``dy/dub = (r - x/s)/(2^b - 1) = -dy/dlb`` and above / below it
 ``dy/dub ~= 1`` / ``dy/dlb ~= 1`` (exactly 1 when ``lb`` sits on the grid), i.e. Eq. 2 with
@@ -101,6 +104,7 @@ def qparams(lb: Tensor, ub: Tensor, fmt: QuantFormat) -> tuple[Tensor, Tensor]:
         scale = torch.where(scale > _TINY, scale, torch.ones_like(scale))
         return scale, torch.zeros_like(scale)
     n = fmt.qmax  # 2^b - 1 steps between qmin = 0 and qmax
+    lb, ub = torch.clamp(lb, max=0.0), torch.clamp(ub, min=0.0)  # the range includes 0
     width = ub - lb
     fallback = mag / n
     fallback = torch.where(fallback > _TINY, fallback, torch.ones_like(fallback))
@@ -113,7 +117,7 @@ def snapped_bounds(lb: Tensor, ub: Tensor, fmt: QuantFormat) -> tuple[Tensor, Te
     """The bounds the engine really applies: ``((qmin - zp) s, (qmax - zp) s)``.
 
     Same ``(scale, zero_point)`` as ``(lb, ub)`` (symmetric: ``+-qmax s``), so a search can report
-    honest bounds: e.g. asymmetric ``[0.5, 2.0]`` at 4 bits is really ``[0, 1.5]`` (zp clamps to 0).
+    honest bounds: e.g. asymmetric ``[0.5, 2.0]`` at 4 bits is really ``[0, 2.0]`` (0 is always in range).
     """
     scale, zero_point = qparams(lb, ub, fmt)
     if fmt.symmetric:

@@ -37,10 +37,14 @@ def test_round_half_even_is_applied_before_adding_the_zero_point():
     assert fq([0.5, 1.5], -3.0, 12.0, QuantFormat(4)).tolist() == [0.0, 2.0]
 
 
-def test_positive_lower_bound_clamps_zero_point_to_zero():
-    # [0.5, 2.0], 4 bit: s = 0.1, round(-5) clamps to 0: representable [0, 1.5]
-    y = fq([-1.0, 0.24, 1.0, 1.8], 0.5, 2.0, QuantFormat(4))
-    np.testing.assert_allclose(y.numpy(), [0.0, 0.2, 1.0, 1.5], rtol=1e-6)
+def test_single_signed_bounds_widen_to_include_zero():
+    # [0.5, 2.0], 4 bit -> [0, 2.0]: s = 2/15, zp = 0; 0.3 -> 2.25 -> 2, 1.1 -> 8.25 -> 8, 2.5 -> 18.75 -> 15
+    s = 2.0 / 15
+    y = fq([-1.0, 0.3, 1.1, 2.5], 0.5, 2.0, QuantFormat(4))
+    np.testing.assert_allclose(y.numpy(), [0.0, 2 * s, 8 * s, 2.0], rtol=1e-6)
+    # [-2.0, -0.5] -> [-2.0, 0]: zp = 15 (an all-negative weight channel keeps its far end)
+    y = fq([-2.5, -0.3, 0.5], -2.0, -0.5, QuantFormat(4))
+    np.testing.assert_allclose(y.numpy(), [-2.0, -2 * s, 0.0], rtol=1e-6)
 
 
 def test_symmetric_ranges_full_for_activations_narrow_for_weights():
@@ -75,9 +79,9 @@ def test_degenerate_bounds_give_a_valid_scale_and_keep_the_constant(c):
     assert float(s_sym) > 0
 
 
-def test_crossed_bounds_fall_back_instead_of_a_negative_scale():
-    s, zp = qparams(torch.tensor(1.0), torch.tensor(0.5), QuantFormat(4))
-    assert float(s) == pytest.approx(1.0 / 15) and float(zp) == 0.0
+def test_crossed_bounds_give_a_positive_scale():
+    s, zp = qparams(torch.tensor(1.0), torch.tensor(0.5), QuantFormat(4))  # widened to [0, 0.5]
+    assert float(s) == pytest.approx(0.5 / 15) and float(zp) == 0.0
 
 
 def test_nan_or_inf_in_observed_data_names_the_site():
@@ -155,7 +159,7 @@ def test_gradients_match_2dquant_eq2_on_a_snapped_grid():
 
 
 def test_bound_gradients_agree_with_finite_differences_where_the_output_is_smooth():
-    # Clipped elements with zp clamped to 0 (lb >= 0): y = qmax * s = ub - lb, smooth in both bounds.
+    # lb = 0.5 widens to 0 (no gradient); clipped elements give y = qmax * s = ub, smooth in ub.
     fmt = QuantFormat(3)
     x = torch.tensor([5.0, 7.0, 9.0], dtype=torch.float64)
 
