@@ -20,8 +20,14 @@ Policies (``PlacementConfig.policy``):
   16 quantizers per block (qkv: 3 weights + 3 inputs; proj, fc1, fc2: 2 each; 4 MatMul inputs).
 * ``body`` (CNN): every Conv2d / Linear run at LR resolution except the first one, the last
   one and the conv feeding the first PixelShuffle (upsampler); everything run at HR
-  resolution (after PixelShuffle / interpolation) stays FP.
-* ``all``: every Conv2d / Linear except the first and the last one run, plus attention MatMuls.
+  resolution (after PixelShuffle / interpolation) stays FP. ``first_conv_bits`` quantizes the
+  first conv too (weights, input, output at that many bits, whatever ``w_bits`` / ``a_bits``):
+  an FP first conv is the one op whose float32 summation order differs between PyTorch and the
+  engine, which flips a rounding downstream on a few pixels per image (IMDN W8A8 engine parity
+  59.6 dB / 0.9 % of pixels FP, bit-exact at 8 bits), but its 8-bit output requantization
+  costs accuracy (IMDN x2 W8A8 Set5 -0.085 dB, almost all from the output: docs/export-parity.md).
+* ``all``: every Conv2d / Linear except the first and the last one run, plus attention MatMuls
+  (the first one as in ``body``).
 
 Layers are found by one traced forward pass (leaf-module call order and input sizes), so a
 functional ``F.interpolate`` in the forward is seen through the sizes. ``include`` / ``exclude``
@@ -65,13 +71,15 @@ class PlacementConfig:
     bias_correction: bool = False  # beta on input sites with a symmetric (two-sided) search
     simulate_int32_bias: bool = True
     conv_output_bits: int | None = 8  # output quantizer of every quantized Conv2d; None: none
+    first_conv_bits: int | None = None  # body / all: quantize the first conv at these bits; None: FP
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise SrqError(f"placement policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
         QuantFormat(self.w_bits), QuantFormat(self.a_bits)  # validates bit widths
-        if self.conv_output_bits is not None:
-            QuantFormat(self.conv_output_bits)
+        for bits in (self.conv_output_bits, self.first_conv_bits):
+            if bits is not None:
+                QuantFormat(bits)
 
 
 def _is_window_attention(m: nn.Module) -> bool:
@@ -104,20 +112,22 @@ def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
     return calls
 
 
-def _policy_layers(model: nn.Module, cfg: PlacementConfig, example: Tensor) -> tuple[list[str], list[str]]:
-    """(attention module paths, Conv2d/Linear module paths) the policy quantizes."""
+def _policy_layers(model: nn.Module, cfg: PlacementConfig, example: Tensor) -> tuple[list[str], list[str], str | None]:
+    """(attention module paths, Conv2d/Linear module paths the policy quantizes, the first layer's
+    path when it is among them at ``first_conv_bits``)."""
     attn = [p for p, m in model.named_modules() if _is_window_attention(m)]
     if cfg.policy == "2dquant":
         if not attn:
             raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
         mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
-        return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)]
+        return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)], None
     calls = _trace_calls(model, example)
     layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
     inside_attn = tuple(p + "." for p in attn)
     if not layers:
         raise SrqError(f"placement policy {cfg.policy!r}: the model runs no Conv2d/Linear layer")
-    fp = {layers[0].path, layers[-1].path}
+    first = layers[0].path if cfg.first_conv_bits is not None and len(layers) > 1 else None
+    fp = {layers[-1].path} | ({layers[0].path} if first is None else set())
     if cfg.policy == "body":
         attn = []
         lr_hw = layers[0].in_hw
@@ -129,7 +139,7 @@ def _policy_layers(model: nn.Module, cfg: PlacementConfig, example: Tensor) -> t
     for c in layers:
         if c.path not in fp and c.path not in seen and not c.path.startswith(inside_attn):
             seen.append(c.path)
-    return attn, seen
+    return attn, seen, first
 
 
 def _glob(path: str, patterns: tuple[str, ...]) -> bool:
@@ -191,13 +201,18 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     Quantizers start in ``"fp"`` mode with placeholder bounds; set them with a search or a recipe.
     """
     _refuse_quantized(model)
-    attn, layers = _policy_layers(model, cfg, example)
+    attn, layers, first = _policy_layers(model, cfg, example)
     layers += [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                and _glob(p, cfg.include) and p not in layers and not any(p.startswith(a + ".") for a in attn)]
     paths = [p for p in attn + layers if not _glob(p, cfg.exclude)]
     if not paths:
         raise SrqError(f"placement policy {cfg.policy!r} with the given include/exclude placed no quantizer")
-    return place_at(model, cfg, paths)
+    sites = place_at(model, cfg, paths)
+    if first in paths:
+        for name, q in sites.items():
+            if name.startswith(first + "."):
+                q.fmt = QuantFormat(cfg.first_conv_bits, q.fmt.symmetric, q.fmt.narrow)
+    return sites
 
 
 def _refuse_quantized(model: nn.Module) -> None:

@@ -74,3 +74,4 @@ def test_exclude_and_include_globs_override_the_policy(tmp_path, shared_data):
     excluded = layers("--exclude", "mid_part.0", "--exclude", "mid_part.2")
     assert excluded == body - {"mid_part.0", "mid_part.2"}
     assert layers("--include", "first_part.*", "--exclude", "nothing") == body | {"first_part.0"}
+    assert layers("--first-conv-bits", "8") == body | {"first_part.0"}

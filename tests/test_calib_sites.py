@@ -59,15 +59,20 @@ def test_quantized_swinir_in_fp_and_observe_modes_computes_the_original_model(sw
         torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-5)
 
 
-def test_body_policy_on_imdn_keeps_first_conv_and_upsampler_fp():
+def test_body_policy_on_imdn_keeps_first_conv_and_upsampler_fp_unless_first_conv_bits():
     torch.manual_seed(0)
     model = IMDN(nf=16, num_modules=2, scale=2).eval()
-    sites = place_quantizers(model, PlacementConfig(policy="body"), torch.rand(1, 3, 12, 12))
+    sites = place_quantizers(model, PlacementConfig(policy="body", first_conv_bits=8), torch.rand(1, 3, 12, 12))
     layers = sorted({n.rsplit(".", 1)[0] for n in sites})
     blocks = [f"IMDB{i}.{c}" for i in (1, 2) for c in ("c1", "c2", "c3", "c4", "c5", "cca.conv_du.0", "cca.conv_du.2")]
-    assert layers == sorted(blocks + ["c.0", "LR_conv"])
-    assert isinstance(model.fea_conv, nn.Conv2d) and isinstance(model.upsampler[0], nn.Conv2d)
-    assert isinstance(model.IMDB1.c1, QuantConv2d)
+    assert layers == sorted(blocks + ["fea_conv", "c.0", "LR_conv"])
+    assert isinstance(model.upsampler[0], nn.Conv2d) and isinstance(model.IMDB1.c1, QuantConv2d)
+    assert {q.fmt.bits for n, q in sites.items() if n.startswith("fea_conv.")} == {8}
+    assert sites["IMDB1.c1.weight_q"].fmt.bits == 4 and sites["IMDB1.c1.input_q"].fmt.bits == 4
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    sites = place_quantizers(model, PlacementConfig(policy="body"), torch.rand(1, 3, 12, 12))
+    assert sorted({n.rsplit(".", 1)[0] for n in sites}) == sorted(blocks + ["c.0", "LR_conv"])
+    assert isinstance(model.fea_conv, nn.Conv2d)
 
 
 def test_body_policy_on_pan_keeps_the_hr_side_fp():

@@ -60,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "kernels exactly on x86 without VNNI (docs/speed.md)")
     p.add_argument("--conv-output-bits", type=int, default=8, metavar="B",
                    help="bits of each quantized conv's output requantization (ORT QLinearConv; default 8, 0 = none)")
+    p.add_argument("--first-conv-bits", type=int, default=0, metavar="B",
+                   help="policies body/all: also quantize the first conv (weights, input, output) at B bits, "
+                        "whatever --bits; the engine then reproduces calibration bit-exactly (an FP first conv "
+                        "rounds differently in PyTorch and ORT), at some accuracy cost (IMDN W8A8: -0.085 dB). "
+                        "Default 0: FP, 2DQuant's choice")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
@@ -91,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                                 weight_symmetric=args.symmetric_weights,
                                 bias_correction=args.bias_correction,
                                 include=tuple(args.include), exclude=tuple(args.exclude),
-                                conv_output_bits=args.conv_output_bits or None)
+                                conv_output_bits=args.conv_output_bits or None,
+                                first_conv_bits=args.first_conv_bits or None)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)
