@@ -37,17 +37,17 @@ def _weights(shared_data):
 
 @pytest.fixture(scope="module")
 def recipes(shared_data, lr_images):
-    """(bits, include globs) -> recipe (policy body) calibrated on 32x32 crops of the first two Set5 images."""
+    """(bits, first_conv_bits) -> recipe (policy body) calibrated on 32x32 crops of the first two Set5 images."""
     model = load_model(_weights(shared_data))
     crops = [im[:, :, :32, :32] for im in lr_images[:2]]
     made = {}
 
-    def get(bits: int, include: tuple[str, ...] = ()):
-        if (bits, include) not in made:
-            cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits, include=include),
+    def get(bits: int, first_conv_bits: int | None = None):
+        if (bits, first_conv_bits) not in made:
+            cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits, first_conv_bits=first_conv_bits),
                               data="Set5 LR 32x32")
-            made[bits, include] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
-        return made[bits, include]
+            made[bits, first_conv_bits] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
+        return made[bits, first_conv_bits]
     return get
 
 
@@ -174,11 +174,12 @@ def test_output_parity(shared_data, lr_images, recipes, bits, tmp_path):
 
 
 @pytest.mark.slow
-def test_output_parity_is_exact_at_w8a8_with_the_first_conv_quantized(shared_data, lr_images, recipes, tmp_path):
-    """With ``fea_conv`` quantized too, only the input QuantizeLinear (same float32 division in both)
+@pytest.mark.parametrize("bits", [8, 4])
+def test_output_parity_is_exact_with_the_first_conv_quantized(shared_data, lr_images, recipes, bits, tmp_path):
+    """With ``first_conv_bits=8`` only the input QuantizeLinear (same float32 division in both)
     precedes the integer chain: every level matches and what is left is the float32 rounding of
-    the FP upsampler (~137 dB). The CCA's float ops could still flip a level on other images."""
-    recipe = recipes(8, ("fea_conv",))
+    the FP upsampler (~137 dB)."""
+    recipe = recipes(bits, 8)
     path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
     psnr, frac = _parity(shared_data, recipe, path, _tiles(lr_images))
     assert psnr >= 120 and frac == 0, (psnr, frac)
