@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
+    from tqdm import tqdm
+
     from srq.errors import GateFailure, SrqError
     from srq.imaging.datasets import open_dataset
     from srq.runtime.check import run_check
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             recipe = Recipe.load(args.recipe)
             fq = TorchEngine(model, q.tile, recipe)
             overlap = default_overlap(q.tile) if args.overlap is None else args.overlap
-            reference = {s.name: upscale_rgb(fq, s.lr.astype("float32") / 255.0, overlap) for s in dataset}
+            reference = {s.name: upscale_rgb(fq, s.lr.astype("float32") / 255.0, overlap)
+                         for s in tqdm(dataset, desc="fake-quant reference", unit="image", disable=None)}
             sites = [asdict_shallow(s) for s in recipe.sites]
         with open_engine(fp_path, threads=args.threads) as fp:
             report = run_check(fp, q, dataset, scale, gates, args.report, reference_outputs=reference,
