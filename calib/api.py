@@ -117,7 +117,7 @@ def calibrate(model: nn.Module, config: CalibConfig, batches: Iterable[Tensor], 
         settings["dqc"] = asdict(config.dqc)
         settings["dqc_result"] = {"best_psnr_db": result.best_psnr, "best_iteration": result.best_iteration,
                                   "val_psnr_db": [list(v) for v in result.val_psnr], "interrupted": result.interrupted,
-                                  "step_time_s": round(result.step_time_s, 4)}
+                                  "step_time_s": round(result.step_time_s, 4), "skipped_steps": result.skipped_steps}
     meta = CalibMeta(method=config.search.method, data=config.data, seed=config.seed, iterations=iterations,
                      wall_time_s=round(time.perf_counter() - start, 3), loss_curve=loss_curve, settings=settings)
     return recipe_from_sites(sites, info, config.placement, meta)

@@ -30,6 +30,10 @@ teacher's (both clamped to [0, 1], peak 1, MSE over the whole split); the best s
 included, iteration 0) is restored at the end. Teacher outputs of the validation split are
 computed once; those of a training batch once per batch, under ``no_grad``.
 
+A step whose gradient holds NaN or inf is skipped (counted in ``skipped_steps``), as AMP's
+GradScaler does, so a non-differentiable point of the model (e.g. a square root at 0) can never
+corrupt the bounds; IMDN's CCA computes its std with a gradient-safe square root for that reason.
+
 Deterministic for a seed (a private ``torch.Generator`` draws every batch; no dropout). Ctrl-C
 stops training, restores the best state so far and returns with ``interrupted=True``.
 """
@@ -83,6 +87,7 @@ class DQCResult:
     best_iteration: int = 0
     interrupted: bool = False
     step_time_s: float = float("nan")  # mean wall time of one training step
+    skipped_steps: int = 0  # steps whose gradient held NaN / inf (optimizer step skipped)
 
 
 def feature_layers(student: nn.Module) -> list[str]:
@@ -223,7 +228,10 @@ def distill(student: nn.Module, teacher: nn.Module, crops: Tensor, cfg: DQCConfi
                     loss = loss + cfg.feature_weight * feature_loss(t_feat, s_feat)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                if all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None):
+                    opt.step()
+                else:  # as AMP's GradScaler: never let a NaN / inf gradient into the bounds
+                    result.skipped_steps += 1
                 sched.step()
                 with torch.no_grad():
                     for q, w in zip(quantizers, widths):

@@ -111,3 +111,37 @@ def test_ctrl_c_stops_training_and_restores_the_best_state(fp_model, crops, phas
     again = distill(student, fp_model, crops, DQCConfig(iterations=0, batch_size=2, patch=8))
     assert again.best_psnr == pytest.approx(result.best_psnr, abs=1e-9)
     assert all(isinstance(q, FakeQuantizer) and q.mode == "quant" for q in student.modules() if isinstance(q, FakeQuantizer))
+
+
+def test_a_nan_gradient_skips_the_step_instead_of_corrupting_the_bounds(fp_model, crops, phase1):
+    student = _student(fp_model, phase1)
+    before = _quant_state(student)
+    calls = {"n": 0}
+
+    def poison(grad):  # the first backward pass through the upsampler input yields NaN
+        calls["n"] += 1
+        return grad * float("nan") if calls["n"] == 1 else grad
+
+    handle = student.LR_conv.register_full_backward_pre_hook(lambda _m, g: (poison(g[0]),))
+    result = distill(student, fp_model, crops, DQCConfig(iterations=3, batch_size=2, patch=8, val_every=3), seed=0)
+    handle.remove()
+    assert result.skipped_steps == 1
+    after = _quant_state(student)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the other steps still trained
+
+
+def test_imdn_cca_std_is_bit_identical_and_has_a_finite_gradient_on_a_constant_channel():
+    from srq.zoo.archs.imdn import ContrastChannelAttention
+
+    torch.manual_seed(0)
+    cca = ContrastChannelAttention(16, reduction=4)
+    x = torch.rand(2, 16, 6, 6)
+    x[0, 3] = 0.25  # a constant channel: std 0
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    reference = x * cca.conv_du((x - mean).pow(2).mean(dim=(2, 3), keepdim=True).pow(0.5) + mean)
+    x.requires_grad_(True)
+    y = cca(x)
+    assert torch.equal(y.detach(), reference)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()

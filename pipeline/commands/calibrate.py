@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"DQC: {recipe.calibration.iterations}/{args.dqc_iters} iterations"
               f"{' (interrupted: best state so far kept)' if r['interrupted'] else ''}, "
               f"{r['step_time_s']:.3f} s/step, best validation PSNR vs FP {r['best_psnr_db']:.2f} dB "
-              f"at iteration {r['best_iteration']} (phase 1: {r['val_psnr_db'][0][1]:.2f} dB)")
+              f"at iteration {r['best_iteration']} (phase 1: {r['val_psnr_db'][0][1]:.2f} dB)"
+              + (f"; {r['skipped_steps']} steps skipped (NaN/inf gradient)" if r.get("skipped_steps") else ""))
     print(f"wrote {args.out} (+ {args.out.with_suffix('.safetensors').name}) in {time.perf_counter() - start:.1f} s")
     return 0

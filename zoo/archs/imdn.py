@@ -27,7 +27,11 @@ class ContrastChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=(2, 3), keepdim=True)
-        std = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).pow(0.5)
+        var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)
+        # sqrt(var) (bit-identical to the reference's var ** 0.5) with a finite gradient at var == 0:
+        # a channel that quantization makes constant would otherwise send inf * 0 = NaN upstream (DQC)
+        positive = var > 0
+        std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
         return x * self.conv_du(std + mean)
 
 
