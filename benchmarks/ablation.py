@@ -276,7 +276,7 @@ def render(rows: list[dict], notes: str) -> str:
            "`benchmarks/results/ablation.jsonl` (one line per cell and set: settings, per-image scores, wall times, "
            "machine, load). Calibration data: `srq calibrate`'s default (32 LR crops 64x64 of builtin:calib, "
            "seed 0); `+beta` = `--bias-correction`; `+DQC(N, bB, pP)` = N DQC iterations, batch B, LR patch P. "
-           "Timings come from a 2-core box shared with a training job and other work, at `nice -n 15`: "
+           "Timings come from a 2-core box that ran two benchmark jobs at once (one thread each): "
            "they are inflated, the load average is in each record.", "",
            NOTES_BEGIN, notes.strip(), NOTES_END, ""]
     out += ["## Acceptance (issue #4)", "", *acceptance(latest.values()), ""]
