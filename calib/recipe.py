@@ -10,9 +10,10 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
       "schema": "srq.recipe", "schema_version": 2, "srq_version": "0.1.0",
       "model": {"arch": "SwinIR", "scale": 2, "fingerprint": "<sha256 of the FP state dict>"},
       "placement": {"policy": "2dquant", "w_bits": 4, "a_bits": 4, "symmetric": false,
-                    "weight_granularity": "channel", "include": [], "exclude": [],
-                    "one_direction": true, "one_direction_sites": [...],
-                    "bias_correction": false, "simulate_int32_bias": true, "conv_output_bits": 8},
+                    "weight_symmetric": false, "weight_granularity": "channel", "include": [],
+                    "exclude": [], "one_direction": true, "one_direction_sites": [...],
+                    "bias_correction": false, "simulate_int32_bias": true, "conv_output_bits": 8,
+                    "first_conv_bits": null},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -33,8 +34,10 @@ One site::
 
 Per-tensor values are JSON numbers (float32 values written exactly); per-channel values are
 ``(C,)`` arrays in the sidecar under ``<site name>.<field>`` (``zero_point`` as int32).
-``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams``; the
-export uses them as they are. ONNX Runtime's int32 bias of a quantized Conv/Linear is
+``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the range
+widened to include 0); the export uses them as they are. The placement's ``weight_symmetric`` and
+``first_conv_bits`` (added in 0.1.0 without a schema change) default to false / null when absent,
+which is how older recipes were made; each site carries its own format either way. ONNX Runtime's int32 bias of a quantized Conv/Linear is
 ``round_half_even(bias / float32(s_x * s_w))`` (see ``srq.calib.layers``).
 """
 
