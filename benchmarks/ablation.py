@@ -413,7 +413,7 @@ def acceptance(rows) -> list[str]:
             out.append(f"- Phase 1 (observe + search, all sites) <= 60 s on 2 cores, {arch} x{scale}: "
                        f"{'holds' if walls[0] <= 60 else 'not shown'}: calibrate() took {walls[0]:.0f} s at best, "
                        f"median {walls[len(walls) // 2]:.0f} s, worst {walls[-1]:.0f} s over {len(walls)} phase-1 "
-                       "calibrations, wall time at nice 15 on the loaded box with 1 torch thread (an unloaded run is "
+                       "calibrations, wall time on the loaded box (two jobs on 2 cores) with 1 torch thread (an unloaded run is "
                        "no slower than its fastest loaded one; the slow ones were starved by other jobs).")
         else:
             out.append(f"- Phase 1 <= 60 s on 2 cores, {arch} x{scale}: not measured.")
