@@ -34,10 +34,11 @@ One site::
 
 Per-tensor values are JSON numbers (float32 values written exactly); per-channel values are
 ``(C,)`` arrays in the sidecar under ``<site name>.<field>`` (``zero_point`` as int32).
-``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the range
-widened to include 0); the export uses them as they are. The placement's ``weight_symmetric`` and
-``first_conv_bits`` (added in 0.1.0 without a schema change) default to false / null when absent,
-which is how older recipes were made; each site carries its own format either way. ONNX Runtime's int32 bias of a quantized Conv/Linear is
+``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
+range widened to include 0); the export uses them as they are. The placement's
+``weight_symmetric`` and ``first_conv_bits`` (added in 0.1.0 without a schema change) default to
+false / null when absent, which is how older recipes were made; each site carries its own format
+either way. ONNX Runtime's int32 bias of a quantized Conv/Linear is
 ``round_half_even(bias / float32(s_x * s_w))`` (see ``srq.calib.layers``).
 """
 

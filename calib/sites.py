@@ -38,7 +38,7 @@ post-GELU fc2 input by default).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Literal
 
@@ -207,12 +207,11 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     paths = [p for p in attn + layers if not _glob(p, cfg.exclude)]
     if not paths:
         raise SrqError(f"placement policy {cfg.policy!r} with the given include/exclude placed no quantizer")
-    sites = place_at(model, cfg, paths)
+    overrides = {}
     if first in paths:
-        for name, q in sites.items():
-            if name.startswith(first + "."):
-                q.fmt = QuantFormat(cfg.first_conv_bits, q.fmt.symmetric, q.fmt.narrow)
-    return sites
+        b = cfg.first_conv_bits
+        overrides[first] = replace(cfg, w_bits=b, a_bits=b, conv_output_bits=None if cfg.conv_output_bits is None else b)
+    return place_at(model, cfg, paths, overrides)
 
 
 def _refuse_quantized(model: nn.Module) -> None:
@@ -233,9 +232,11 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
     return None
 
 
-def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str]) -> dict[str, FakeQuantizer]:
+def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
+             overrides: dict[str, PlacementConfig] | None = None) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
-    attention, which is swapped as a whole) with ``cfg``'s formats; returns ``{site: quantizer}``."""
+    attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
+    for some layer paths); returns ``{site: quantizer}``."""
     _refuse_quantized(model)
     todo: dict[str, str] = {}
     for path in paths:
@@ -252,7 +253,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str]) -> dict[s
         todo[path] = "layer"
     for path, what in todo.items():
         m = model.get_submodule(path)
-        _set(model, path, _quant_attention(m, cfg) if what == "attention" else _quant_layer(m, cfg))
+        layer_cfg = (overrides or {}).get(path, cfg)
+        _set(model, path, _quant_attention(m, layer_cfg) if what == "attention" else _quant_layer(m, layer_cfg))
     sites = {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizer)}
     for name, q in sites.items():
         q.site = name

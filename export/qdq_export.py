@@ -11,8 +11,8 @@
    (``Concat`` back). Any site that does not map raises ``SrqError`` listing all of them.
 3. Roles: ``weight_q`` -> integer initializer + ``DequantizeLinear`` (per-channel axis of the
    ONNX weight: 0 for Conv, 1 for the transposed MatMul weight; an asymmetric grid of <= 7 bits
-   is stored as int8 ``q - zp`` with zero point 0, the same values, for ORT's faster U8S8 kernels); ``input_q`` / ``input_a`` /
-   ``input_b`` -> ``Q -> [integer Clip] -> DQ`` on that input; ``output`` -> the same on the
+   is stored as int8 ``q - zp`` with zero point 0, the same values, for ORT's faster U8S8
+   kernels); ``input_q`` / ``input_a`` / ``input_b`` -> ``Q -> [integer Clip] -> DQ`` on that input; ``output`` -> the same on the
    layer's output, in front of all consumers (ORT's QLinearConv needs it). Bias of a layer with
    both weight and input quantized -> ``DQ(int32 round_half_even(b / (s_x * s_w)))``, which is
    calib's ``simulate_int32_bias``.
@@ -199,16 +199,6 @@ def _quantize_values(w: np.ndarray, grid: IntGrid) -> np.ndarray:
     return np.clip(np.round(np.asarray(w, np.float32) / s) + zp, grid.qmin, grid.qmax).astype(np.int64)
 
 
-def _signed_levels(q: np.ndarray, grid: IntGrid, shape: list[int]) -> tuple[np.ndarray, IntGrid]:
-    """``q - zp`` as int8 with zero point 0: the same values for a <= 7-bit asymmetric grid
-    (``|q - zp| <= 2^b - 1 <= 127``), and ORT then runs its U8S8 integer kernels, which are ~2x
-    faster than the U8U8 kernels a uint8 weight selects on x86 without VNNI (docs/speed.md)."""
-    zp = np.asarray(grid.zero_point, np.int64)
-    n = grid.qmax - grid.qmin
-    signed = IntGrid(grid.scale, np.zeros_like(zp), -n, n, "int8", grid.axis)
-    return q - zp.reshape(shape), signed
-
-
 def _packed_container(grid: IntGrid) -> str:
     return "int4" if grid.qmin < 0 else "uint4"
 
@@ -219,10 +209,18 @@ class _Exporter:
         self.bits_lost: dict[str, float] = {}
 
     def _lower(self, s: SiteParams, grid: IntGrid) -> IntGrid:
-        if self.target == "ort":
+        """``grid`` as the target stores it: TensorRT, every grid symmetric; ONNX Runtime, an
+        asymmetric weight grid of <= 7 bits in int8 ``q - zp`` with zero point 0 too (exact, see
+        ``srq.export.symmetric``), so that ORT runs its U8S8 kernels, ~2x faster than the U8U8
+        kernels a uint8 weight selects on x86 without VNNI (docs/speed.md); packed weights keep
+        their grid."""
+        signed_weight = (s.kind == "weight" and self.weights == "int8" and grid.container == "uint8"
+                         and s.bits <= 7)
+        if self.target == "ort" and not signed_weight:
             return grid
         sym, lost = to_symmetric(grid, weight=s.kind == "weight")
-        self.bits_lost[s.name] = lost
+        if self.target == "trt":
+            self.bits_lost[s.name] = lost
         return sym
 
     def weight(self, layer: _Layer, s: SiteParams) -> tuple[IntGrid, np.ndarray]:
@@ -242,8 +240,6 @@ class _Exporter:
               * np.asarray(low.scale, np.float32).reshape(shape))
         if self.weights == "packed" and s.bits <= 4:
             low = IntGrid(low.scale, low.zero_point, low.qmin, low.qmax, _packed_container(low), low.axis)
-        elif low.container == "uint8" and s.bits <= 7:
-            q, low = _signed_levels(q, low, shape)
         dequantize_weight_input(self.graph, layer.node, 1, q, low, s.name)
         return low, dq
 

@@ -1,4 +1,5 @@
-"""Lowering an asymmetric integer grid to a TensorRT-legal symmetric one (zero point 0, int8 container).
+"""Lowering an asymmetric integer grid to a symmetric one (zero point 0, int8 container): what
+TensorRT requires, and how the ORT export stores weights of <= 7 bits (ORT's faster U8S8 kernels).
 
 For ``b < 8`` the lowering is exact: the asymmetric levels ``(q - zp) * s`` for ``q`` in
 ``[qmin, qmax]`` are the integers ``[qmin - zp, qmax - zp]`` times ``s``, which fit in int8

@@ -217,6 +217,20 @@ def test_trt_export_is_symmetric_and_ort_export_is_not(shared_data, recipes, tmp
     assert eight and max(eight) > 0.5 and all(0 <= v <= np.log2(255 / 127) + 1e-6 for v in eight)
 
 
+def test_ort_export_stores_low_bit_weights_as_int8_with_zero_point_0(shared_data, recipes, tmp_path):
+    model = load_model(_weights(shared_data))
+    for bits, dtype in ((4, onnx.TensorProto.INT8), (8, onnx.TensorProto.UINT8)):
+        path = export_quantized(model, recipes(bits), "ort", TILE, tmp_path / f"w{bits}.onnx")
+        graph = onnx.load(path).graph
+        inits = {t.name: t for t in graph.initializer}
+        weights = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                   and len(inits[n.input[0]].dims) == 4]
+        assert weights and all(inits[n.input[0]].data_type == dtype for n in weights)
+        if bits == 4:  # q - zp with zero point 0: |w| <= 15, so ORT's fast U8S8 kernels are exact
+            assert all(not onnx.numpy_helper.to_array(inits[n.input[2]]).any() for n in weights)
+            assert max(np.abs(onnx.numpy_helper.to_array(inits[n.input[0]])).max() for n in weights) <= 15
+
+
 @pytest.mark.xfail(strict=True, reason="IMDN's distillation Concat mixes FP channels with the quantized c4 output "
                                        "(lint rule trt-concat-scales); needs a placement or rule decision")
 def test_lint_trt_passes_on_trt_export(shared_data, recipes, tmp_path, capsys):
