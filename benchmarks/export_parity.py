@@ -82,11 +82,12 @@ def _engine_tensor(optimized: Path, name: str, x: np.ndarray) -> np.ndarray:
 
 
 def measure(name: str, bits: int, sets: dict[str, list[torch.Tensor]], inject: bool, work: Path,
-            include: tuple[str, ...] = (), bias_correction: bool = False, first_conv_bits: int | None = None) -> dict:
+            include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), bias_correction: bool = False,
+            first_conv_bits: int | None = None) -> dict:
     ckpt, policy = MODELS[name]
     model = load_model(ckpt)
     crops = [im[:, :, :32, :32] for im in _lr_tensors(str(SHARED / "benchmarks/Set5"))[:2]]
-    cfg = CalibConfig(PlacementConfig(policy=policy, w_bits=bits, a_bits=bits, include=include,
+    cfg = CalibConfig(PlacementConfig(policy=policy, w_bits=bits, a_bits=bits, include=include, exclude=exclude,
                                       bias_correction=bias_correction, first_conv_bits=first_conv_bits),
                       data="Set5 LR 1-2, 32x32")
     t0 = time.perf_counter()
@@ -97,6 +98,7 @@ def measure(name: str, bits: int, sets: dict[str, list[torch.Tensor]], inject: b
     inject = inject and name in INJECT and not any(s.name.startswith("fea_conv.") for s in recipe.sites)
     engine = OrtEngine(path, OrtOptions(threads=1, save_optimized=inject))
     row = {"model": name, "bits": f"W{bits}A{bits}", "policy": policy, "include": list(include),
+           "exclude": list(exclude),
            "bias_correction": bias_correction, "first_conv_bits": first_conv_bits,
            "sites": len(recipe.sites), "sets": {}}
     for set_name, tiles in sets.items():
@@ -127,6 +129,8 @@ def main() -> None:
                         "FP first-conv output (IMDN)")
     parser.add_argument("--include", nargs="*", default=[], help="module globs quantized on top of the policy "
                         "(e.g. fea_conv: IMDN's FP first conv)")
+    parser.add_argument("--exclude", nargs="*", default=[], help="module globs left FP despite the policy "
+                        "(e.g. '*.cca.*': IMDN's channel attention on pooled statistics)")
     parser.add_argument("--bias-correction", action="store_true", help="calibrate with 2DQuant+'s beta "
                         "(phase-1 beta = the observed mean; every input site)")
     parser.add_argument("--first-conv-bits", type=int, default=None, help="quantize the first conv at these bits "
@@ -143,15 +147,15 @@ def main() -> None:
         for name in args.models:
             for bits in args.bits:
                 rows.append(measure(name, bits, sets, args.inject, Path(tmp), tuple(args.include),
-                                    args.bias_correction, args.first_conv_bits))
+                                    tuple(args.exclude), args.bias_correction, args.first_conv_bits))
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n| Model | Bits | beta | first conv bits | Extra sites | Set | Tiles | PSNR dB | > 1/255 | max abs | engine first conv injected |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| Model | Bits | beta | first conv bits | Extra sites | Excluded | Set | Tiles | PSNR dB | > 1/255 | max abs | engine first conv injected |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         for set_name, s in r["sets"].items():
             inj = s.get("engine_first_conv_injected")
             inj_txt = f"{inj['psnr_db']:.1f}, {inj['frac_over_1_255']:.2%}" if inj else "-"
-            print(f"| {r['model']} | {r['bits']} | {'yes' if r.get('bias_correction') else 'no'} | {r.get('first_conv_bits') or 'FP'} | {' '.join(r['include']) or '-'} | {set_name} | {s['tiles']} | "
+            print(f"| {r['model']} | {r['bits']} | {'yes' if r.get('bias_correction') else 'no'} | {r.get('first_conv_bits') or 'FP'} | {' '.join(r['include']) or '-'} | {' '.join(r.get('exclude', [])) or '-'} | {set_name} | {s['tiles']} | "
                   f"{s['psnr_db']:.1f} | "
                   f"{s['frac_over_1_255']:.3%} | {s['max_abs']:.2g} | {inj_txt} |")
     if args.out:

@@ -18,6 +18,7 @@
    calib's ``simulate_int32_bias``.
 4. ``target="trt"``: every grid lowered by ``srq.export.symmetric.to_symmetric`` (zp 0, int8);
    the effective bits lost per site are written next to the model as ``<stem>.bits_lost.json``.
+   A conv-output requantization that feeds a Concat is left out (0 bits lost; ``_feeds_concat``).
 
 ``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
 weights too, because ORT cannot create a session with int2 weights, see
@@ -243,7 +244,11 @@ class _Exporter:
         dequantize_weight_input(self.graph, layer.node, 1, q, low, s.name)
         return low, dq
 
-    def activation(self, layer: _Layer, s: SiteParams, role: str) -> IntGrid:
+    def activation(self, layer: _Layer, s: SiteParams, role: str) -> IntGrid | None:
+        """Q/DQ of an input or output site; None where the target leaves it out (see ``_feeds_concat``)."""
+        if role in OUTPUT_ROLES and self.target == "trt" and _feeds_concat(layer.output_node):
+            self.bits_lost[s.name] = 0.0  # left in float: nothing lost, finer than calibrated
+            return None
         grid = self._lower(s, _grid(s))
         if role in OUTPUT_ROLES:
             quantize_activation_output(self.graph, layer.output_node, grid, s.name)
@@ -300,6 +305,19 @@ class _Exporter:
         for role in OUTPUT_ROLES:
             if role in sites:
                 self.activation(layer, sites[role], role)
+
+
+def _feeds_concat(node: gs.Node) -> bool:
+    """Does ``node``'s output go into a Concat?
+
+    A conv-output requantization exists for ONNX Runtime (QLinearConv needs a Q after the
+    Conv). TensorRT fuses the conv output itself and wants the inputs of a Concat all
+    quantized with one scale or none (else it inserts reformat layers: lint rule
+    ``trt-concat-scales``). IMDN concatenates float distilled channels with one conv's
+    output, so for ``target="trt"`` such a requantization is left out: the value stays
+    float (0 bits lost, finer than what calibration simulated).
+    """
+    return any(c.op == "Concat" for c in node.outputs[0].outputs)
 
 
 def _take_conv_pads(conv: gs.Node, site: str) -> list[int] | None:

@@ -37,10 +37,10 @@ def test_run_passes_and_fails_on_gates(shared_data, tmp_path):
 
 def test_default_run_on_builtin_model_and_data(tmp_path):
     """`srq run` with the defaults that need no files (built-in SwinIR-light x2, builtin:calib, builtin:demo),
-    at a reduced budget: one bit setting, few crops, few timed runs."""
+    at a reduced budget: one bit setting, few crops, a 3-step DQC, few timed runs."""
     out = tmp_path / "default"
-    cmd = [sys.executable, "-m", "srq", "run", "--bits", "w4a4", "--crops", "4", "--dqc-iters", "0",
-           "--latency-runs", "20", "--out", str(out)]
+    cmd = [sys.executable, "-m", "srq", "run", "--bits", "w4a4", "--crops", "8", "--dqc-iters", "3",
+           "--dqc-batch", "2", "--latency-runs", "20", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert (out / "w4a4" / "report" / "report.json").is_file(), done.stderr[-2000:]
     report = json.loads((out / "w4a4" / "report" / "report.json").read_text())
@@ -51,5 +51,6 @@ def test_default_run_on_builtin_model_and_data(tmp_path):
     assert s["psnr_drop"] < 3.0  # W4A4 phase 1 (sorted + beta) on a 4-crop budget: a sanity bound, not a quality claim
     recipe = json.loads((out / "w4a4" / "recipe.json").read_text())
     assert recipe["model"]["arch"].startswith("SwinIR")
+    assert recipe["calibration"]["iterations"] == 3 and recipe["calibration"]["settings"]["dqc"]["patch"] == 32
     assert any(site["name"].endswith("matmul_av.input_a") for site in recipe["sites"])
     assert "w4a4: PASSED" in done.stdout and "report.html" in done.stdout
