@@ -23,6 +23,7 @@ from srq.calib.api import CalibConfig, calibrate
 from srq.calib.recipe import ModelInfo, apply_recipe
 from srq.calib.sites import PlacementConfig
 from srq.errors import SrqError
+from srq.export.lint import lint_model
 from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_export import export_quantized
 from srq.zoo.archs.swinir import swinir_light
@@ -180,3 +181,5 @@ def test_swinir_light_beta_on_linear_and_matmul_inputs(shared_data, lr_images, t
     assert any(n.endswith(".qkv.q.input_q") for n in shifted) and any(n.endswith(".matmul_qk.input_a") for n in shifted)
     assert results[True][0] >= results[False][0] - 1.0 and results[True][1] <= results[False][1] + 1e-4, results
     assert_swinir_integer_kernels(recipe, path)
+    trt = export_quantized(model, recipe, "trt", (16, 16), tmp_path / "swinir_trt.onnx")
+    assert lint_model(onnx.load(trt), "trt") == []  # the shift terms and symmetric grids pass TensorRT's rules
