@@ -36,6 +36,12 @@ QLinearConv computes (onnxruntime ``qlinearconv.cc`` + MLAS ``MlasRequantizeOutp
   ``(s_x * s_w[c]) / s_y`` (ORT's ``ComputeOutputScale``, that evaluation order), clamped to
   ``[qmin - zp_y, qmax - zp_y]``, rounded half to even; then dequantized ``(q - zp_y) * s_y``.
 
+Integer conv with a float output (``integer_float_output``): a quantized Conv2d without output
+quantizer whose weight levels fit int8 (the first conv under ``first_conv_bits``) runs in ONNX
+Runtime as ``ConvInteger`` (exact int32 accumulator) ``-> Add(int32 bias) -> Cast -> Mul(s_x * s_w)``,
+and here as the same accumulator converted to float32 and multiplied by the same float32
+``s_x * s_w``: two IEEE roundings in both, so the float output is bit-identical too.
+
 A float32 conv of dequantized values instead differs by a few ulp of the accumulator, which
 crosses an output rounding boundary on ~1e-4 of the values per conv; those 1-LSB flips cascade
 through deep CNNs (IMDN: 54 dB engine parity at W8A8 before, see ``docs/export-parity.md``).
@@ -121,7 +127,7 @@ class WeightedQuantLayer(nn.Module):
             fold = self._beta_fold(w)
             bias = fold if bias is None else bias + fold
         exact = None
-        if (self.output is not None and self.output.quantizing and self.weight_q.quantizing
+        if ((self._requantized() or self.integer_float_output()) and self.weight_q.quantizing
                 and (bias is None or self.simulate_int32_bias)):
             exact = self._integer_output(xq, w, bias, shifted)
             if not torch.is_grad_enabled():
@@ -131,13 +137,21 @@ class WeightedQuantLayer(nn.Module):
         y = self._output(self._apply_op(xq, w, bias, shifted))
         return y if exact is None else exact + (y - y.detach())
 
+    def _requantized(self) -> bool:
+        return self.output is not None and self.output.quantizing
+
+    def integer_float_output(self) -> bool:
+        """Does the engine run this layer as an integer kernel with a float output that
+        ``_integer_output`` reproduces? (``QuantConv2d`` only.)"""
+        return False
+
     def _integer_output(self, xq: Tensor, w: Tensor, bias: Tensor | None, padded: bool) -> Tensor:
-        """What ONNX Runtime's QLinearConv outputs (dequantized), from the fake-quantized ``xq`` and ``w``;
-        ``bias`` before int32 rounding (see the module docstring). No gradient."""
+        """What ONNX Runtime's QLinearConv outputs (dequantized), or without output quantizer what
+        ``ConvInteger -> Add(int32 bias) -> Cast -> Mul(s_x * s_w)`` outputs, from the fake-quantized
+        ``xq`` and ``w``; ``bias`` before int32 rounding (see the module docstring). No gradient."""
         with torch.no_grad(), torch.autocast(xq.device.type, enabled=False):
             s_x, zp_x = self.input_q.qparams()
             s_w, _ = self.weight_q.qparams()
-            s_y, zp_y = self.output.qparams()
             channel = [-1] + [1] * (xq.ndim - 2)  # per-channel values broadcast along the output channels
             x_levels = torch.round(xq / s_x)  # q - zp, exact for |level| < 2^22
             w_levels = torch.round(w / (s_w.reshape(-1, *([1] * (w.ndim - 1))) if s_w.ndim else s_w))
@@ -149,6 +163,10 @@ class WeightedQuantLayer(nn.Module):
             acc = self._apply_op(x_levels, w_levels, None, padded).round_()
             if bias is not None:  # float32: one rounding of the exact int sum, as ORT's int32 add + cvtdq2ps
                 acc += int32_bias_levels(bias, s_x, s_w).to(acc.dtype).reshape(channel)
+            if self.output is None:  # Cast (round to nearest even), then one float32 multiply
+                step = s_x * s_w
+                return acc.to(torch.float32).mul_(step.reshape(channel) if step.ndim else step)
+            s_y, zp_y = self.output.qparams()
             mult = (s_x * s_w) / s_y
             fmt = self.output.fmt
             return requantize(acc, mult.reshape(channel) if mult.ndim else mult, fmt.qmin - zp_y,
@@ -192,6 +210,16 @@ class QuantConv2d(WeightedQuantLayer):
     def _pad(self, x: Tensor) -> Tensor:
         ph, pw = self.padding
         return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+
+    def integer_float_output(self) -> bool:
+        """Does the engine run this layer as an integer conv with a float output (``ConvInteger``)?
+
+        A quantized Conv2d without output quantizer, with uint8 (asymmetric) input and weight levels
+        ``q - zp`` that fit int8 (symmetric weights, or <= 7 bits): the export writes ``ConvInteger`` (ONNX Runtime's
+        kernel takes one weight zero point, so the levels are stored as uint8 ``q - zp + 128``).
+        """
+        fmt = self.weight_q.fmt
+        return self.output is None and not self.input_q.fmt.symmetric and (fmt.symmetric or fmt.bits <= 7)
 
     def _beta_fold(self, w: Tensor) -> Tensor:
         return w.sum(dim=(2, 3)) @ self.input_q.beta.expand(w.shape[1])

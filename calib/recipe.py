@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -273,8 +273,11 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     the recipe was made for (call ``recipe.check_matches`` with its ``SRModel`` first).
     """
     layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites})
-    sites = place_at(model, recipe.placement, layer_paths)
     wanted = {s.name for s in recipe.sites}
+    # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
+    no_output = replace(recipe.placement, conv_output_bits=None)
+    sites = place_at(model, recipe.placement, layer_paths,
+                     {p: no_output for p in layer_paths if f"{p}.output" not in wanted})
     if set(sites) != wanted:
         missing, extra = sorted(wanted - set(sites)), sorted(set(sites) - wanted)
         raise SrqError(f"recipe does not fit this model: sites missing in the model {missing[:3]}, "

@@ -21,11 +21,12 @@ Policies (``PlacementConfig.policy``):
 * ``body`` (CNN): every Conv2d / Linear run at LR resolution except the first one, the last
   one and the conv feeding the first PixelShuffle (upsampler); everything run at HR
   resolution (after PixelShuffle / interpolation) stays FP. ``first_conv_bits`` quantizes the
-  first conv too (weights, input, output at that many bits, whatever ``w_bits`` / ``a_bits``):
-  an FP first conv is the one op whose float32 summation order differs between PyTorch and the
-  engine, which flips a rounding downstream on a few pixels per image (IMDN W8A8 engine parity
-  59.6 dB / 0.9 % of pixels FP, bit-exact at 8 bits), but its 8-bit output requantization
-  costs accuracy (IMDN x2 W8A8 Set5 -0.085 dB, almost all from the output: docs/export-parity.md).
+  first conv too (input and symmetric per-channel weights at that many bits, whatever ``w_bits``
+  / ``a_bits``; no output quantizer): the engine runs it as an integer conv with a float output
+  (``ConvInteger``, see ``srq.calib.layers``), which calibration reproduces bit for bit. An FP
+  first conv is the one op whose float32 summation order differs between PyTorch and the
+  engine, which flips roundings downstream (IMDN W8A8 engine parity 55.9 dB, 3 % of values off
+  by more than 1/255 on Set5 tiles: docs/export-parity.md).
 * ``all``: every Conv2d / Linear except the first and the last one run, plus attention MatMuls
   (the first one as in ``body``).
 
@@ -71,7 +72,7 @@ class PlacementConfig:
     bias_correction: bool = False  # beta on input sites with a symmetric (two-sided) search
     simulate_int32_bias: bool = True
     conv_output_bits: int | None = 8  # output quantizer of every quantized Conv2d; None: none
-    first_conv_bits: int | None = None  # body / all: quantize the first conv at these bits; None: FP
+    first_conv_bits: int | None = None  # body / all: integer first conv at these bits, float output; None: FP
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -210,7 +211,7 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     overrides = {}
     if first in paths:
         b = cfg.first_conv_bits
-        overrides[first] = replace(cfg, w_bits=b, a_bits=b, conv_output_bits=None if cfg.conv_output_bits is None else b)
+        overrides[first] = replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True, conv_output_bits=None)
     return place_at(model, cfg, paths, overrides)
 
 

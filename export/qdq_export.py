@@ -19,6 +19,9 @@
 4. ``target="trt"``: every grid lowered by ``srq.export.symmetric.to_symmetric`` (zp 0, int8);
    the effective bits lost per site are written next to the model as ``<stem>.bits_lost.json``.
    A conv-output requantization that feeds a Concat is left out (0 bits lost; ``_feeds_concat``).
+5. ``target="ort"``: a quantized Conv without output requantization whose weight levels fit int8
+   (the first conv under ``first_conv_bits``) becomes ``ConvInteger -> Add(int32 bias) -> Cast ->
+   Mul(s_x * s_w)``: integer kernel, float output, bit-identical to calib (``_integer_float_output``).
 
 ``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
 weights too, because ORT cannot create a session with int2 weights, see
@@ -62,8 +65,8 @@ import srq
 from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.fp_onnx import export_fp_onnx
-from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, dequantize_bias_input,
-                                  dequantize_weight_input, fold_into_bias, quantize_activation_input,
+from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
+                                  dequantize_bias_input, dequantize_weight_input, fold_into_bias, quantize_activation_input,
                                   quantize_activation_output, set_metadata)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo.loader import SRModel
@@ -305,6 +308,18 @@ class _Exporter:
         for role in OUTPUT_ROLES:
             if role in sites:
                 self.activation(layer, sites[role], role)
+        if (self.target == "ort" and layer.op == "conv" and self.recipe.placement.simulate_int32_bias
+                and _integer_float_output(sites)):
+            conv_integer_float_output(self.graph, layer.node, f"{path}.conv_integer")
+
+
+def _integer_float_output(sites: dict[str, SiteParams]) -> bool:
+    """A quantized conv without output requantization whose weight levels fit int8 (calib's
+    ``QuantConv2d.integer_float_output``, e.g. the first conv under ``first_conv_bits``): exported
+    as ``ConvInteger`` with a float output (``srq.export.qdq_nodes.conv_integer_float_output``)."""
+    w, x = sites.get("weight_q"), sites.get("input_q")
+    return (w is not None and x is not None and "output" not in sites and not x.symmetric
+            and (w.symmetric or w.bits <= 7))
 
 
 def _feeds_concat(node: gs.Node) -> bool:

@@ -68,6 +68,8 @@ def test_body_policy_on_imdn_keeps_first_conv_and_upsampler_fp_unless_first_conv
     assert layers == sorted(blocks + ["fea_conv", "c.0", "LR_conv"])
     assert isinstance(model.upsampler[0], nn.Conv2d) and isinstance(model.IMDB1.c1, QuantConv2d)
     assert {q.fmt.bits for n, q in sites.items() if n.startswith("fea_conv.")} == {8}
+    assert "fea_conv.output" not in sites and sites["fea_conv.weight_q"].fmt.symmetric  # ConvInteger, float out
+    assert model.fea_conv.integer_float_output() and not model.IMDB1.c1.integer_float_output()
     assert sites["IMDB1.c1.weight_q"].fmt.bits == 4 and sites["IMDB1.c1.input_q"].fmt.bits == 4
     model = IMDN(nf=16, num_modules=2, scale=2).eval()
     sites = place_quantizers(model, PlacementConfig(policy="body"), torch.rand(1, 3, 12, 12))

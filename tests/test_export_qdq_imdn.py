@@ -176,11 +176,15 @@ def test_output_parity(shared_data, lr_images, recipes, bits, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", [8, 4])
 def test_output_parity_is_exact_with_the_first_conv_quantized(shared_data, lr_images, recipes, bits, tmp_path):
-    """With ``first_conv_bits=8`` only the input QuantizeLinear (same float32 division in both)
-    precedes the integer chain: every level matches and what is left is the float32 rounding of
-    the FP upsampler (~137 dB)."""
+    """With ``first_conv_bits=8`` the first conv is an integer ``ConvInteger`` with a float output
+    (exact accumulator, then the same Cast and float32 multiply as calib), so every level matches
+    on these tiles and what is left is the float32 rounding of the FP upsampler (~137 dB)."""
     recipe = recipes(bits, 8)
+    assert "fea_conv.output" not in {s.name for s in recipe.sites}
     path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
+    counts = optimized_op_counts(path)
+    assert counts["ConvInteger"] == 1 and counts["QLinearConv"] == len(
+        [s for s in recipe.sites if s.name.endswith(".output")]), counts
     psnr, frac = _parity(shared_data, recipe, path, _tiles(lr_images))
     assert psnr >= 120 and frac == 0, (psnr, frac)
 

@@ -61,10 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conv-output-bits", type=int, default=8, metavar="B",
                    help="bits of each quantized conv's output requantization (ORT QLinearConv; default 8, 0 = none)")
     p.add_argument("--first-conv-bits", type=int, default=0, metavar="B",
-                   help="policies body/all: also quantize the first conv (weights, input, output) at B bits, "
-                        "whatever --bits; the engine then reproduces calibration bit-exactly (an FP first conv "
-                        "rounds differently in PyTorch and ORT), at some accuracy cost (IMDN W8A8: -0.085 dB). "
-                        "Default 0: FP, 2DQuant's choice")
+                   help="policies body/all: also quantize the first conv (input, symmetric weights) at B bits, "
+                        "whatever --bits, with a float output: the engine runs it as ConvInteger and reproduces "
+                        "calibration exactly (an FP first conv rounds differently in PyTorch and ORT, which "
+                        "flips levels downstream); IMDN x2 Set5 W8A8 -0.005 dB. Default 0: FP, 2DQuant's choice")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")

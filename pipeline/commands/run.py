@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="sorted", help="phase-1 bound search (default sorted)")
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
                    help="2DQuant+ shift beta on two-sided input sites (default on)")
+    p.add_argument("--first-conv-bits", type=int, default=8, metavar="B",
+                   help="CNN policies: integer first conv at B bits, float output, so that the engine "
+                        "reproduces calibration exactly (default 8; 0 = FP first conv; see srq calibrate)")
     p.add_argument("--dqc-iters", type=int, default=50, help="phase-2 DQC iterations (default 50; 0 = phase 1 only)")
     p.add_argument("--dqc-batch", type=int, default=4, help="DQC batch size (default 4)")
     p.add_argument("--dqc-patch", type=int, default=32, help="DQC LR patch side (default 32)")
@@ -55,6 +58,7 @@ def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple
     recipe, onnx = str(folder / "recipe.json"), str(folder / "model.onnx")
     flags = (["--symmetric"] if args.target == "trt" else []) + (["--bias-correction"] if args.bias_correction else [])
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
+                 "--first-conv-bits", str(args.first_conv_bits),
                  "--dqc-iters", str(args.dqc_iters), "--dqc-batch", str(args.dqc_batch),
                  "--dqc-patch", str(args.dqc_patch), "--calib-data", args.calib_data, "--crops", str(args.crops),
                  "--out", recipe, *flags]
