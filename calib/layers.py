@@ -58,9 +58,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srq.calib.quantizer import FakeQuantizer
+from srq.calib.quantizer import FakeQuantizer, level_table
 
 _INT32_MAX = 2**31 - 1
+GRID_TAG = "srq_grid"  # attribute naming the output quantizer on a requantized conv output tensor
 _FLOAT32_EXACT = 2.0**24  # integers up to this are exact in float32
 
 
@@ -115,6 +116,12 @@ class WeightedQuantLayer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
+        y = self._forward(x)
+        if self._requantized():  # the value is on the output grid: TableSigmoid may look it up
+            setattr(y, GRID_TAG, (self.output, y._version))  # an in-place op later bumps _version
+        return y
+
+    def _forward(self, x: Tensor) -> Tensor:
         w = self.weight_q(self.weight)
         if not self.input_q.quantizing:
             return self._output(self._apply_op(self.input_q(x), w, self.bias))
@@ -223,6 +230,33 @@ class QuantConv2d(WeightedQuantLayer):
 
     def _beta_fold(self, w: Tensor) -> Tensor:
         return w.sum(dim=(2, 3)) @ self.input_q.beta.expand(w.shape[1])
+
+
+class TableSigmoid(nn.Module):
+    """``nn.Sigmoid`` that reads a requantized conv output through a table of its levels.
+
+    On a tensor tagged by ``QuantConv2d`` (its output quantizer quantizing, not modified in place
+    since), the forward is
+    ``level_table(sigmoid)[q - qmin]``, which the export writes as ``Gather`` on the integer
+    output of the conv's QuantizeLinear: the engine then uses these very float32 values instead
+    of its own sigmoid (MLAS's rational approximation differs from PyTorch's by an ulp, and the
+    product with the gated features feeds a quantizer, where an ulp can flip a level). The
+    gradient is sigmoid's. Any other input: plain sigmoid.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        grid, version = getattr(x, GRID_TAG, (None, None))
+        if grid is None or not grid.quantizing or x._version != version:
+            return torch.sigmoid(x)
+        with torch.no_grad():
+            s, zp = grid.qparams()
+            fmt = grid.fmt
+            exact = level_table(torch.sigmoid, s, zp, fmt.qmin, fmt.qmax)[
+                (torch.round(x / s) + zp - fmt.qmin).long()]
+        if not torch.is_grad_enabled():
+            return exact
+        y = torch.sigmoid(x)
+        return exact + (y - y.detach())
 
 
 class QuantMatMul(nn.Module):

@@ -171,6 +171,19 @@ class _FakeQuantSTE(torch.autograd.Function):
         return gx, gs, gz, None, None
 
 
+def level_table(fn, scale: Tensor | float, zero_point: Tensor | int, qmin: int, qmax: int) -> Tensor:
+    """``fn`` of every dequantized level of a per-tensor grid: ``fn((q - zp) * s)`` for ``q = qmin..qmax``.
+
+    float32, shape ``(qmax - qmin + 1,)``; entry ``q - qmin``. The levels are formed with
+    DequantizeLinear's float32 arithmetic, so a lookup at ``q`` is ``fn`` of exactly the value
+    the engine's DQ produces. Calibration and export both build their tables here.
+    """
+    s = torch.as_tensor(scale, dtype=torch.float32)
+    levels = torch.arange(qmin, qmax + 1, dtype=torch.float32) - torch.as_tensor(zero_point, dtype=torch.float32)
+    with torch.no_grad():
+        return fn(levels * s)
+
+
 def check_finite(x: Tensor, site: str) -> None:
     """Raise ``SrqError`` naming ``site`` when ``x`` holds NaN or inf."""
     if not bool(torch.isfinite(x).all()):

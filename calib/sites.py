@@ -46,7 +46,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srq.calib.layers import QuantConv2d, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention
+from srq.calib.layers import QuantConv2d, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention, TableSigmoid
 from srq.calib.quantizer import FakeQuantizer, QuantFormat
 from srq.errors import SrqError
 
@@ -73,6 +73,7 @@ class PlacementConfig:
     simulate_int32_bias: bool = True
     conv_output_bits: int | None = 8  # output quantizer of every quantized Conv2d; None: none
     first_conv_bits: int | None = None  # body / all: integer first conv at these bits, float output; None: FP
+    sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -237,7 +238,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
              overrides: dict[str, PlacementConfig] | None = None) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
-    for some layer paths); returns ``{site: quantizer}``."""
+    for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
+    ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output)."""
     _refuse_quantized(model)
     todo: dict[str, str] = {}
     for path in paths:
@@ -256,6 +258,9 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
         m = model.get_submodule(path)
         layer_cfg = (overrides or {}).get(path, cfg)
         _set(model, path, _quant_attention(m, layer_cfg) if what == "attention" else _quant_layer(m, layer_cfg))
+    if cfg.sigmoid_tables:
+        for name in [n for n, m in model.named_modules() if type(m) is nn.Sigmoid]:
+            _set(model, name, TableSigmoid())
     sites = {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizer)}
     for name, q in sites.items():
         q.site = name

@@ -22,6 +22,9 @@
 5. ``target="ort"``: a quantized Conv without output requantization whose weight levels fit int8
    (the first conv under ``first_conv_bits``) becomes ``ConvInteger -> Add(int32 bias) -> Cast ->
    Mul(s_x * s_w)``: integer kernel, float output, bit-identical to calib (``_integer_float_output``).
+6. ``target="ort"`` with the recipe's ``sigmoid_tables``: a Sigmoid reading a requantized conv
+   output becomes ``Gather`` from the table of that output's levels that calib's ``TableSigmoid``
+   uses (the engine's own sigmoid differs by an ulp, which can flip a level downstream).
 
 ``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
 weights too, because ORT cannot create a session with int2 weights, see
@@ -62,11 +65,12 @@ import onnx_graphsurgeon as gs
 import torch
 
 import srq
+from srq.calib.quantizer import level_table
 from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.fp_onnx import export_fp_onnx
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
-                                  dequantize_bias_input, dequantize_weight_input, fold_into_bias, quantize_activation_input,
+                                  dequantize_bias_input, dequantize_weight_input, sigmoid_as_table, fold_into_bias, quantize_activation_input,
                                   quantize_activation_output, set_metadata)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo.loader import SRModel
@@ -322,6 +326,11 @@ def _integer_float_output(sites: dict[str, SiteParams]) -> bool:
             and (w.symmetric or w.bits <= 7))
 
 
+def _sigmoid_table(scale: float, zero_point: int, qmin: int, qmax: int) -> np.ndarray:
+    """calib's ``TableSigmoid`` values for one grid (``srq.calib.quantizer.level_table``)."""
+    return level_table(torch.sigmoid, scale, zero_point, qmin, qmax).numpy()
+
+
 def _feeds_concat(node: gs.Node) -> bool:
     """Does ``node``'s output go into a Concat?
 
@@ -431,6 +440,9 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         exporter = _Exporter(graph, recipe, target, weights)
         for path, layer in matched.items():
             exporter.layer(layer, layers[path], path)
+        if target == "ort" and recipe.placement.sigmoid_tables:
+            for i, node in enumerate([n for n in graph.nodes if n.op == "Sigmoid"]):
+                sigmoid_as_table(graph, node, _sigmoid_table, f"sigmoid_table_{i}")
         proto = gs.export_onnx(graph.cleanup().toposort())
         proto.metadata_props.extend(fp.metadata_props)
         set_metadata(proto, {

@@ -21,6 +21,7 @@ at the end. Patterns:
   on a node's output (bias correction: ``W_q @ beta``);
 * the shift terms of a MatMul whose inputs were quantized as ``Q(a - beta_a)``, ``Q(b - beta_b)``:
   ``A' B' + beta_a colsum(B') + beta_b rowsum(A') + K beta_a beta_b`` (the MatMul stays integer);
+* ``DQ -> Sigmoid`` on a requantized output as a table lookup (``sigmoid_as_table``);
 * model ``metadata_props``.
 
 Packed sub-byte initializers are built with ``onnx.numpy_helper.from_array`` on ``ml_dtypes``
@@ -251,6 +252,41 @@ def conv_integer_float_output(graph: gs.Graph, conv: gs.Node, name: str) -> gs.N
     conv.inputs.clear()
     graph.nodes.extend(nodes)
     return node
+
+
+def sigmoid_as_table(graph: gs.Graph, sigmoid: gs.Node, table_of, name: str) -> bool:
+    """Replace ``Q -> [Clip] -> DQ -> Sigmoid`` (per-tensor DQ) by ``Cast(int32) -> [Sub(qmin)] -> Gather(table)``.
+
+    ``table_of(scale, zero_point, qmin, qmax)`` returns the float32 values for ``q = qmin..qmax``
+    (calib's ``level_table``). Returns False, leaving the graph as it is, when the Sigmoid's
+    input is not such a DQ. The DQ stays for any other consumer.
+    """
+    dq = sigmoid.inputs[0].inputs[0] if sigmoid.inputs[0].inputs else None
+    if dq is None or dq.op != "DequantizeLinear" or dq.attrs.get("axis") is not None:
+        return False
+    q, scale, zero_point = dq.inputs[:3]
+    if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
+        return False
+    producer = q.inputs[0] if q.inputs else None
+    if producer is not None and producer.op == "Clip":
+        qmin, qmax = (int(np.asarray(t.values)) for t in producer.inputs[1:3])
+    else:
+        info = np.iinfo(zero_point.values.dtype)
+        qmin, qmax = int(info.min), int(info.max)
+    table = np.asarray(table_of(float(scale.values), int(zero_point.values), qmin, qmax), np.float32)
+    index = gs.Variable(f"{name}_index", dtype=np.int32)
+    nodes = [gs.Node("Cast", f"{name}_Cast", attrs={"to": onnx.TensorProto.INT32}, inputs=[q], outputs=[index])]
+    if qmin:
+        shifted = gs.Variable(f"{name}_index0", dtype=np.int32)
+        nodes.append(gs.Node("Sub", f"{name}_Sub", inputs=[index, gs.Constant(f"{name}_qmin", np.array(qmin, np.int32))],
+                             outputs=[shifted]))
+        index = shifted
+    nodes.append(gs.Node("Gather", f"{name}_Gather", attrs={"axis": 0},
+                         inputs=[gs.Constant(f"{name}_table", table), index], outputs=list(sigmoid.outputs)))
+    sigmoid.outputs.clear()
+    sigmoid.inputs.clear()
+    graph.nodes.extend(nodes)
+    return True
 
 
 def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:

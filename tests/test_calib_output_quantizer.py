@@ -97,3 +97,58 @@ def test_recipe_round_trip_keeps_output_sites_and_conv_output_bits(tmp_path):
     sites["b.output"].mode = "fp"
     with torch.no_grad():
         assert not torch.equal(m(x), outs[0])  # the output quantizer is part of the computation
+
+
+class ConvSigmoidGate(nn.Module):
+    """x * sigmoid(conv(x)) through an nn.Sigmoid module (IMDN's CCA / PAN's attention pattern)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.conv(x))
+
+
+def _quantized_gate(**placement) -> tuple[nn.Module, dict]:
+    model = ConvSigmoidGate()
+    sites = place_at(model, PlacementConfig(w_bits=8, a_bits=8, **placement), ["conv"])
+    for q in sites.values():
+        q.set_bounds(torch.tensor(-2.0) if q.axis is None else torch.full(q.lb.shape, -1.0),
+                     torch.tensor(2.0) if q.axis is None else torch.full(q.lb.shape, 1.0))
+        q.mode = "quant"
+    return model, sites
+
+
+def test_sigmoid_on_a_requantized_conv_output_is_a_table_of_its_levels():
+    from srq.calib.layers import TableSigmoid
+    from srq.calib.quantizer import level_table
+
+    model, sites = _quantized_gate()
+    assert isinstance(model.gate, TableSigmoid)
+    x = torch.randn(2, 4, 5, 5)
+    out_q = sites["conv.output"]
+    s, zp = out_q.qparams()
+    with torch.no_grad():
+        y = model.conv(x)
+        gated = model.gate(y)
+    table = level_table(torch.sigmoid, s, zp, out_q.fmt.qmin, out_q.fmt.qmax)
+    levels = (torch.round(y / s) + zp).long()
+    assert torch.equal(gated, table[levels])  # exactly the table entries (what the export's Gather reads)
+    torch.testing.assert_close(gated, torch.sigmoid(y), rtol=0, atol=2e-7)
+    assert torch.equal(model.gate(y.clone().add_(0.01)), torch.sigmoid(y.clone().add_(0.01)))  # untagged: plain
+    y.mul_(0.5)  # in place: off the grid now, the tag no longer applies
+    assert torch.equal(model.gate(y), torch.sigmoid(y))
+    # gradient: sigmoid's, at the (quantized) input
+    y = model.conv(x.clone().requires_grad_())
+    y.retain_grad()
+    model.gate(y).sum().backward()
+    sig = torch.sigmoid(y.detach())
+    torch.testing.assert_close(y.grad, sig * (1 - sig))
+
+
+def test_sigmoid_tables_off_keeps_nn_sigmoid():
+    model, _ = _quantized_gate(sigmoid_tables=False)
+    assert type(model.gate) is nn.Sigmoid

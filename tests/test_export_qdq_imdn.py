@@ -24,6 +24,7 @@ from srq.errors import SrqError
 from srq.export.lint import lint_model
 from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_export import export_quantized
+from srq.imaging.datasets import open_dataset
 from srq.pipeline.cli import main
 from srq.zoo.loader import load_model
 
@@ -177,15 +178,19 @@ def test_output_parity(shared_data, lr_images, recipes, bits, tmp_path):
 @pytest.mark.parametrize("bits", [8, 4])
 def test_output_parity_is_exact_with_the_first_conv_quantized(shared_data, lr_images, recipes, bits, tmp_path):
     """With ``first_conv_bits=8`` the first conv is an integer ``ConvInteger`` with a float output
-    (exact accumulator, then the same Cast and float32 multiply as calib), so every level matches
-    on these tiles and what is left is the float32 rounding of the FP upsampler (~137 dB)."""
+    (exact accumulator, then the same Cast and float32 multiply as calib), and the CCA sigmoids are
+    calib's tables, so every level matches on Set5 and demo tiles and what is left is the float32
+    rounding of the FP upsampler (~137 dB)."""
     recipe = recipes(bits, 8)
     assert "fea_conv.output" not in {s.name for s in recipe.sites}
     path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
     counts = optimized_op_counts(path)
     assert counts["ConvInteger"] == 1 and counts["QLinearConv"] == len(
         [s for s in recipe.sites if s.name.endswith(".output")]), counts
-    psnr, frac = _parity(shared_data, recipe, path, _tiles(lr_images))
+    assert counts["Gather"] == 6 and "Sigmoid" not in counts  # the CCA gates read calib's sigmoid tables
+    demo = [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None, :, y:y + TILE[0], x:x + TILE[1]]
+            .contiguous() for s in open_dataset("builtin:demo", 2) for (y, x) in ((40, 40), (100, 140))]
+    psnr, frac = _parity(shared_data, recipe, path, _tiles(lr_images) + demo)
     assert psnr >= 120 and frac == 0, (psnr, frac)
 
 

@@ -21,9 +21,10 @@ class PixelAttention(nn.Module):
     def __init__(self, nf: int):
         super().__init__()
         self.conv = nn.Conv2d(nf, nf, 1)
+        self.sigmoid = nn.Sigmoid()  # a module, so that calibration can swap it (srq.calib.layers.TableSigmoid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.conv(x))
+        return x * self.sigmoid(self.conv(x))
 
 
 class PAConv(nn.Module):
@@ -34,9 +35,10 @@ class PAConv(nn.Module):
         self.k2 = nn.Conv2d(nf, nf, 1)
         self.k3 = nn.Conv2d(nf, nf, 3, padding=1, bias=False)
         self.k4 = nn.Conv2d(nf, nf, 3, padding=1, bias=False)
+        self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.k4(self.k3(x) * torch.sigmoid(self.k2(x)))
+        return self.k4(self.k3(x) * self.sigmoid(self.k2(x)))
 
 
 class SCPA(nn.Module):

@@ -34,13 +34,14 @@ class ESA(nn.Module):
         self.conv3 = nn.Conv2d(f, f, 3, padding=1)
         self.conv3_ = nn.Conv2d(f, f, 3, padding=1)
         self.conv4 = nn.Conv2d(f, nf, 1)
+        self.sigmoid = nn.Sigmoid()  # a module, so that calibration can swap it (srq.calib.layers.TableSigmoid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c1_ = self.conv1(x)
         pooled = F.max_pool2d(self.conv2(c1_), kernel_size=7, stride=3)
         c3 = F.relu(self.conv3(F.relu(self.conv_max(pooled))))
         c3 = F.interpolate(self.conv3_(c3), size=x.shape[2:], mode="bilinear", align_corners=False)
-        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+        return x * self.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
 
 
 class RFDB(nn.Module):
