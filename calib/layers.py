@@ -221,9 +221,10 @@ class QuantConv2d(WeightedQuantLayer):
     def integer_float_output(self) -> bool:
         """Does the engine run this layer as an integer conv with a float output (``ConvInteger``)?
 
-        A quantized Conv2d without output quantizer, with uint8 (asymmetric) input and weight levels
-        ``q - zp`` that fit int8 (symmetric weights, or <= 7 bits): the export writes ``ConvInteger`` (ONNX Runtime's
-        kernel takes one weight zero point, so the levels are stored as uint8 ``q - zp + 128``).
+        A quantized Conv2d without output quantizer, with uint8 (asymmetric) input and weight
+        levels ``q - zp`` that fit int8 (symmetric weights, or <= 7 bits): the export writes
+        ``ConvInteger`` (ONNX Runtime's kernel takes one weight zero point, so the levels are
+        stored as uint8 ``q - zp + 128``).
         """
         fmt = self.weight_q.fmt
         return self.output is None and not self.input_q.fmt.symmetric and (fmt.symmetric or fmt.bits <= 7)
@@ -235,13 +236,12 @@ class QuantConv2d(WeightedQuantLayer):
 class TableSigmoid(nn.Module):
     """``nn.Sigmoid`` that reads a requantized conv output through a table of its levels.
 
-    On a tensor tagged by ``QuantConv2d`` (its output quantizer quantizing, not modified in place
-    since), the forward is
-    ``level_table(sigmoid)[q - qmin]``, which the export writes as ``Gather`` on the integer
-    output of the conv's QuantizeLinear: the engine then uses these very float32 values instead
-    of its own sigmoid (MLAS's rational approximation differs from PyTorch's by an ulp, and the
-    product with the gated features feeds a quantizer, where an ulp can flip a level). The
-    gradient is sigmoid's. Any other input: plain sigmoid.
+    On a tensor tagged by ``QuantConv2d`` (its output quantizer quantizing, not modified in
+    place since), the forward is ``level_table(sigmoid)[q - qmin]``, which the export writes as
+    ``Gather`` on the integer output of the conv's QuantizeLinear: the engine then uses these
+    very float32 values instead of its own sigmoid (MLAS's rational approximation differs from
+    PyTorch's by an ulp, and the product with the gated features feeds a quantizer, where an ulp
+    can flip a level). The gradient is sigmoid's. Any other input: plain sigmoid.
     """
 
     def forward(self, x: Tensor) -> Tensor:

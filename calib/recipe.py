@@ -40,8 +40,9 @@ range widened to include 0); the export uses them as they are. The placement's
 change) default to false / null / false when absent, which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in
-calibration (``srq.calib.layers.TableSigmoid``) and in the ORT export (``Gather``). ONNX Runtime's int32 bias of a quantized Conv/Linear is
-``round_half_even(bias / float32(s_x * s_w))`` (see ``srq.calib.layers``).
+calibration (``srq.calib.layers.TableSigmoid``) and in the ORT export (``Gather``). ONNX
+Runtime's int32 bias of a quantized Conv/Linear is ``round_half_even(bias / float32(s_x * s_w))``
+(see ``srq.calib.layers``).
 """
 
 from __future__ import annotations

@@ -70,8 +70,9 @@ from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.fp_onnx import export_fp_onnx
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
-                                  dequantize_bias_input, dequantize_weight_input, sigmoid_as_table, fold_into_bias, quantize_activation_input,
-                                  quantize_activation_output, set_metadata)
+                                  dequantize_bias_input, dequantize_weight_input, fold_into_bias,
+                                  quantize_activation_input, quantize_activation_output, set_metadata,
+                                  sigmoid_as_table)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo.loader import SRModel
 

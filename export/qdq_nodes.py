@@ -278,8 +278,8 @@ def sigmoid_as_table(graph: gs.Graph, sigmoid: gs.Node, table_of, name: str) -> 
     nodes = [gs.Node("Cast", f"{name}_Cast", attrs={"to": onnx.TensorProto.INT32}, inputs=[q], outputs=[index])]
     if qmin:
         shifted = gs.Variable(f"{name}_index0", dtype=np.int32)
-        nodes.append(gs.Node("Sub", f"{name}_Sub", inputs=[index, gs.Constant(f"{name}_qmin", np.array(qmin, np.int32))],
-                             outputs=[shifted]))
+        qmin_const = gs.Constant(f"{name}_qmin", np.array(qmin, np.int32))
+        nodes.append(gs.Node("Sub", f"{name}_Sub", inputs=[index, qmin_const], outputs=[shifted]))
         index = shifted
     nodes.append(gs.Node("Gather", f"{name}_Gather", attrs={"axis": 0},
                          inputs=[gs.Constant(f"{name}_table", table), index], outputs=list(sigmoid.outputs)))

@@ -8,8 +8,10 @@ prints one verdict line per setting. It exits 1 when any setting fails a gate, 2
 Defaults: the built-in SwinIR-light x2, builtin:calib for calibration, builtin:demo for the
 check, 2DQuant+ sorted grading with a short DQC (50 iterations, batch 4, 32x32 LR patches;
 --dqc-iters 0 = phase 1 only), tile 64x64, ONNX Runtime, and the parity gate (the engine
-must compute what calibration simulated). On an idle 2-core x86 machine the default job took 7.8 min (each DQC step 2.4 s; without DQC
-3.1 min); each stage prints its wall time.
+must compute what calibration simulated). On an idle 2-core x86 machine the default job took
+7.8 min (each DQC step 2.4 s; without DQC 3.1 min); each stage prints its wall time. CNN
+checkpoints get an integer first conv (--first-conv-bits 8), so the engine reproduces the
+calibrated model exactly.
 2DQuant+'s bias correction beta is on (--no-bias-correction turns it off): the export folds it
 exactly (Linear / MatMul inputs, and zero-padded convs, which pad before the shift in both
 calibration and export; docs/export-ort-fusion.md).
