@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srq.calib.quantizer import FakeQuantizer, level_table
+from srq.calib.quantizer import FakeQuantizer, integer_conv_with_float_output, level_table
 
 _INT32_MAX = 2**31 - 1
 GRID_TAG = "srq_grid"  # attribute naming the output quantizer on a requantized conv output tensor
@@ -219,15 +219,10 @@ class QuantConv2d(WeightedQuantLayer):
         return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
 
     def integer_float_output(self) -> bool:
-        """Does the engine run this layer as an integer conv with a float output (``ConvInteger``)?
-
-        A quantized Conv2d without output quantizer, with uint8 (asymmetric) input and weight
-        levels ``q - zp`` that fit int8 (symmetric weights, or <= 7 bits): the export writes
-        ``ConvInteger`` (ONNX Runtime's kernel takes one weight zero point, so the levels are
-        stored as uint8 ``q - zp + 128``).
-        """
-        fmt = self.weight_q.fmt
-        return self.output is None and not self.input_q.fmt.symmetric and (fmt.symmetric or fmt.bits <= 7)
+        """Does the engine run this layer as ``ConvInteger`` with a float output
+        (``srq.calib.quantizer.integer_conv_with_float_output``)?"""
+        return integer_conv_with_float_output(self.weight_q.fmt, self.input_q.fmt,
+                                              None if self.output is None else self.output.fmt)
 
     def _beta_fold(self, w: Tensor) -> Tensor:
         return w.sum(dim=(2, 3)) @ self.input_q.beta.expand(w.shape[1])

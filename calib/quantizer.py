@@ -171,6 +171,17 @@ class _FakeQuantSTE(torch.autograd.Function):
         return gx, gs, gz, None, None
 
 
+def integer_conv_with_float_output(weight: QuantFormat, x: QuantFormat, output: QuantFormat | None) -> bool:
+    """Does a quantized conv run in ONNX Runtime as ``ConvInteger`` with a float output?
+
+    Yes without an output quantizer, with a uint8 (asymmetric) input and weight levels
+    ``q - zp`` that fit int8 (symmetric weights, or <= 7 bits): ConvInteger takes one weight zero
+    point, so the export stores the levels as uint8 ``q - zp + 128``. The one rule calib
+    (``QuantConv2d``) and the export both follow.
+    """
+    return output is None and not x.symmetric and (weight.symmetric or weight.bits <= 7)
+
+
 def level_table(fn, scale: Tensor | float, zero_point: Tensor | int, qmin: int, qmax: int) -> Tensor:
     """``fn`` of every dequantized level of a per-tensor grid: ``fn((q - zp) * s)`` for ``q = qmin..qmax``.
 

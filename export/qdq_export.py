@@ -65,7 +65,7 @@ import onnx_graphsurgeon as gs
 import torch
 
 import srq
-from srq.calib.quantizer import level_table
+from srq.calib.quantizer import QuantFormat, integer_conv_with_float_output, level_table
 from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.fp_onnx import export_fp_onnx
@@ -319,12 +319,14 @@ class _Exporter:
 
 
 def _integer_float_output(sites: dict[str, SiteParams]) -> bool:
-    """A quantized conv without output requantization whose weight levels fit int8 (calib's
-    ``QuantConv2d.integer_float_output``, e.g. the first conv under ``first_conv_bits``): exported
-    as ``ConvInteger`` with a float output (``srq.export.qdq_nodes.conv_integer_float_output``)."""
+    """Exported as ``ConvInteger`` with a float output (``srq.export.qdq_nodes.conv_integer_float_output``)?
+    calib's rule, ``srq.calib.quantizer.integer_conv_with_float_output``, on the recipe's formats."""
     w, x = sites.get("weight_q"), sites.get("input_q")
-    return (w is not None and x is not None and "output" not in sites and not x.symmetric
-            and (w.symmetric or w.bits <= 7))
+    if w is None or x is None:
+        return False
+    out = sites.get("output")
+    return integer_conv_with_float_output(*(None if s is None else QuantFormat(s.bits, s.symmetric, s.narrow)
+                                            for s in (w, x, out)))
 
 
 def _sigmoid_table(scale: float, zero_point: int, qmin: int, qmax: int) -> np.ndarray:

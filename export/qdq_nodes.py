@@ -216,11 +216,10 @@ def conv_integer_float_output(graph: gs.Graph, conv: gs.Node, name: str) -> gs.N
     zero point, hence the levels ``q - zp`` (which must fit int8) stored as uint8 with zero
     point 128; its uint8-weight kernel is also the faster one (measured: ~4x the int8 one).
     """
-    dq_x, dq_w = (t.inputs[0] if t.inputs else None for t in conv.inputs[:2])
-    dq_b = conv.inputs[2].inputs[0] if len(conv.inputs) > 2 and conv.inputs[2].inputs else None
-    for dq in (dq_x, dq_w) + ((dq_b,) if len(conv.inputs) > 2 and conv.inputs[2].name else ()):
-        if dq is None or dq.op != "DequantizeLinear":
-            raise ValueError(f"{conv.name}: ConvInteger needs dequantized input, weight and bias")
+    dqs = [t.inputs[0] if t.inputs else None for t in conv.inputs if t.name]  # x, w [, bias]
+    if any(dq is None or dq.op != "DequantizeLinear" for dq in dqs):
+        raise ValueError(f"{conv.name}: ConvInteger needs dequantized input, weight and bias")
+    dq_x, dq_w, dq_b = (dqs + [None])[:3]
     q_x, s_x, zp_x = dq_x.inputs[:3]
     q_w, s_w, zp_w = (np.asarray(t.values) for t in dq_w.inputs[:3])
     if zp_x.values.dtype != np.uint8:
@@ -246,7 +245,7 @@ def conv_integer_float_output(graph: gs.Graph, conv: gs.Node, name: str) -> gs.N
     nodes.append(gs.Node("Cast", f"{name}_Cast", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[acc],
                          outputs=[as_float]))
     nodes.append(gs.Node("Mul", f"{name}_Scale", inputs=[
-        as_float, gs.Constant(f"{name}_step", np.broadcast_to(step, (step.size,)).reshape(channel).copy())],
+        as_float, gs.Constant(f"{name}_step", step.reshape(channel))],
         outputs=[out]))
     conv.outputs.clear()
     conv.inputs.clear()
