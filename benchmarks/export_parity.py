@@ -83,12 +83,13 @@ def _engine_tensor(optimized: Path, name: str, x: np.ndarray) -> np.ndarray:
 
 def measure(name: str, bits: int, sets: dict[str, list[torch.Tensor]], inject: bool, work: Path,
             include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), bias_correction: bool = False,
-            first_conv_bits: int | None = None) -> dict:
+            first_conv_bits: int | None = None, float_output: tuple[str, ...] = ()) -> dict:
     ckpt, policy = MODELS[name]
     model = load_model(ckpt)
     crops = [im[:, :, :32, :32] for im in _lr_tensors(str(SHARED / "benchmarks/Set5"))[:2]]
     cfg = CalibConfig(PlacementConfig(policy=policy, w_bits=bits, a_bits=bits, include=include, exclude=exclude,
-                                      bias_correction=bias_correction, first_conv_bits=first_conv_bits),
+                                      bias_correction=bias_correction, first_conv_bits=first_conv_bits,
+                                      float_output=float_output),
                       data="Set5 LR 1-2, 32x32")
     t0 = time.perf_counter()
     recipe = calibrate(model.module, cfg, crops, ModelInfo.of(model))
@@ -100,7 +101,7 @@ def measure(name: str, bits: int, sets: dict[str, list[torch.Tensor]], inject: b
     row = {"model": name, "bits": f"W{bits}A{bits}", "policy": policy, "include": list(include),
            "exclude": list(exclude),
            "bias_correction": bias_correction, "first_conv_bits": first_conv_bits,
-           "sites": len(recipe.sites), "sets": {}}
+           "float_output": list(float_output), "sites": len(recipe.sites), "sets": {}}
     for set_name, tiles in sets.items():
         diffs, injected = [], []
         for x in tiles:
@@ -135,6 +136,8 @@ def main() -> None:
                         "(phase-1 beta = the observed mean; every input site)")
     parser.add_argument("--first-conv-bits", type=int, default=None, help="quantize the first conv at these bits "
                         "(srq calibrate --first-conv-bits; IMDN's fea_conv)")
+    parser.add_argument("--float-output", nargs="*", default=[], help="quantized convs that keep a float output "
+                        "(srq calibrate --float-output; e.g. LR_conv, IMDN's body-end conv)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, help="JSON record")
     args = parser.parse_args()
@@ -147,7 +150,8 @@ def main() -> None:
         for name in args.models:
             for bits in args.bits:
                 rows.append(measure(name, bits, sets, args.inject, Path(tmp), tuple(args.include),
-                                    tuple(args.exclude), args.bias_correction, args.first_conv_bits))
+                                    tuple(args.exclude), args.bias_correction, args.first_conv_bits,
+                                    tuple(args.float_output)))
                 print(json.dumps(rows[-1]), flush=True)
     print("\n| Model | Bits | beta | first conv bits | Extra sites | Excluded | Set | Tiles | PSNR dB | > 1/255 | max abs | engine first conv injected |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from srq.calib.layers import QuantConv2d, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention, TableSigmoid
-from srq.calib.quantizer import FakeQuantizer, QuantFormat
+from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
 
 Policy = Literal["2dquant", "body", "all"]
@@ -73,6 +73,7 @@ class PlacementConfig:
     simulate_int32_bias: bool = True
     conv_output_bits: int | None = 8  # output quantizer of every quantized Conv2d; None: none
     first_conv_bits: int | None = None  # body / all: integer first conv at these bits, float output; None: FP
+    float_output: tuple[str, ...] = ()  # globs: quantized convs that keep a float output (ConvInteger)
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
 
     def __post_init__(self) -> None:
@@ -209,11 +210,21 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     paths = [p for p in attn + layers if not _glob(p, cfg.exclude)]
     if not paths:
         raise SrqError(f"placement policy {cfg.policy!r} with the given include/exclude placed no quantizer")
-    overrides = {}
+    overrides = {p: _float_output(cfg) for p in paths if _glob(p, cfg.float_output)
+                 and isinstance(model.get_submodule(p), nn.Conv2d)}
     if first in paths:
         b = cfg.first_conv_bits
         overrides[first] = replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True, conv_output_bits=None)
     return place_at(model, cfg, paths, overrides)
+
+
+def _float_output(cfg: PlacementConfig) -> PlacementConfig:
+    """``cfg`` for a conv that keeps a float output: no output quantizer, and symmetric weights where
+    its weight levels would not fit int8 otherwise (8-bit asymmetric), so that the engine runs it
+    as ``ConvInteger`` and reproduces calibration exactly."""
+    weight = QuantFormat(cfg.w_bits, cfg.symmetric or cfg.weight_symmetric)
+    fits = integer_conv_with_float_output(weight, QuantFormat(cfg.a_bits, cfg.symmetric), None)
+    return replace(cfg, conv_output_bits=None, weight_symmetric=cfg.weight_symmetric or not fits)
 
 
 def _refuse_quantized(model: nn.Module) -> None:

@@ -77,6 +77,21 @@ def test_body_policy_on_imdn_keeps_first_conv_and_upsampler_fp_unless_first_conv
     assert isinstance(model.fea_conv, nn.Conv2d)
 
 
+@pytest.mark.parametrize(("bits", "symmetric_weights"), [(8, True), (4, False)])
+def test_float_output_convs_lose_their_output_quantizer_and_stay_integer(bits, symmetric_weights):
+    """``float_output`` globs: no ``.output`` site; 8-bit asymmetric weight levels would not fit
+    ConvInteger's int8, so they turn symmetric; 4-bit asymmetric ones fit and stay as they are."""
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    cfg = PlacementConfig(policy="body", w_bits=bits, a_bits=bits, float_output=("LR_conv", "*.c5"))
+    sites = place_quantizers(model, cfg, torch.rand(1, 3, 12, 12))
+    floats = ["LR_conv", "IMDB1.c5", "IMDB2.c5"]
+    assert all(f"{p}.output" not in sites and f"{p}.input_q" in sites for p in floats)
+    assert all(sites[f"{p}.weight_q"].fmt.symmetric == symmetric_weights for p in floats)
+    assert all(model.get_submodule(p).integer_float_output() for p in floats)
+    assert "IMDB1.c4.output" in sites and not sites["IMDB1.c4.weight_q"].fmt.symmetric
+    assert not model.IMDB1.c4.integer_float_output()
+
+
 def test_body_policy_on_pan_keeps_the_hr_side_fp():
     torch.manual_seed(0)
     model = PAN(nf=8, unf=8, nb=2, scale=4).eval()

@@ -38,17 +38,19 @@ def _weights(shared_data):
 
 @pytest.fixture(scope="module")
 def recipes(shared_data, lr_images):
-    """(bits, first_conv_bits) -> recipe (policy body) calibrated on 32x32 crops of the first two Set5 images."""
+    """(bits, first_conv_bits, float_output) -> recipe (policy body) calibrated on 32x32 crops of the
+    first two Set5 images."""
     model = load_model(_weights(shared_data))
     crops = [im[:, :, :32, :32] for im in lr_images[:2]]
     made = {}
 
-    def get(bits: int, first_conv_bits: int | None = None):
-        if (bits, first_conv_bits) not in made:
-            cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits, first_conv_bits=first_conv_bits),
-                              data="Set5 LR 32x32")
-            made[bits, first_conv_bits] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
-        return made[bits, first_conv_bits]
+    def get(bits: int, first_conv_bits: int | None = None, float_output: tuple[str, ...] = ()):
+        key = bits, first_conv_bits, float_output
+        if key not in made:
+            cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits, first_conv_bits=first_conv_bits,
+                                              float_output=float_output), data="Set5 LR 32x32")
+            made[key] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
+        return made[key]
     return get
 
 
@@ -175,17 +177,22 @@ def test_output_parity(shared_data, lr_images, recipes, bits, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bits", [8, 4])
-def test_output_parity_is_exact_with_the_first_conv_quantized(shared_data, lr_images, recipes, bits, tmp_path):
+@pytest.mark.parametrize(("bits", "float_output"), [(8, ()), (4, ()), (8, ("LR_conv",))],
+                         ids=["w8a8", "w4a4", "w8a8-LR_conv-float"])
+def test_output_parity_is_exact_with_the_first_conv_quantized(shared_data, lr_images, recipes, bits, float_output,
+                                                               tmp_path):
     """With ``first_conv_bits=8`` the first conv is an integer ``ConvInteger`` with a float output
     (exact accumulator, then the same Cast and float32 multiply as calib), and the CCA sigmoids are
     calib's tables, so every level matches on Set5 and demo tiles and what is left is the float32
-    rounding of the FP upsampler (~137 dB)."""
-    recipe = recipes(bits, 8)
-    assert "fea_conv.output" not in {s.name for s in recipe.sites}
+    rounding of the FP upsampler (~137 dB). ``float_output`` convs (the body-end ``LR_conv``, whose
+    8-bit weights become symmetric for it) run the same way."""
+    recipe = recipes(bits, 8, float_output)
+    names = {s.name for s in recipe.sites}
+    assert "fea_conv.output" not in names and all(f"{p}.output" not in names for p in float_output)
+    assert all(recipe.site(f"{p}.weight_q").symmetric for p in float_output)
     path = export_quantized(load_model(_weights(shared_data)), recipe, "ort", TILE, tmp_path / "m.onnx")
     counts = optimized_op_counts(path)
-    assert counts["ConvInteger"] == 1 and counts["QLinearConv"] == len(
+    assert counts["ConvInteger"] == 1 + len(float_output) and counts["QLinearConv"] == len(
         [s for s in recipe.sites if s.name.endswith(".output")]), counts
     assert counts["Gather"] == 6 and "Sigmoid" not in counts  # the CCA gates read calib's sigmoid tables
     demo = [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None, :, y:y + TILE[0], x:x + TILE[1]]

@@ -65,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "whatever --bits, with a float output: the engine runs it as ConvInteger and reproduces "
                         "calibration exactly (an FP first conv rounds differently in PyTorch and ORT, which "
                         "flips levels downstream); IMDN x2 Set5 W8A8 -0.005 dB. Default 0: FP, 2DQuant's choice")
+    p.add_argument("--float-output", action="append", default=[], metavar="GLOB",
+                   help="quantized convs whose module path matches keep a float output (repeatable): no 8-bit "
+                        "output requantization, symmetric weights where the weight levels would not fit int8, "
+                        "run by the engine as ConvInteger, exactly as calibrated. For the conv that closes "
+                        "the body before an FP upsampler, e.g. IMDN's 'LR_conv'")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                                 bias_correction=args.bias_correction,
                                 include=tuple(args.include), exclude=tuple(args.exclude),
                                 conv_output_bits=args.conv_output_bits or None,
-                                first_conv_bits=args.first_conv_bits or None)
+                                first_conv_bits=args.first_conv_bits or None,
+                                float_output=tuple(args.float_output))
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)
