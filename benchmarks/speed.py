@@ -55,6 +55,7 @@ NETS = {
 }
 TILE = (128, 128)
 BEGIN, END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->"
+PROFILE_BEGIN, PROFILE_END = "<!-- speed-profile:begin -->", "<!-- speed-profile:end -->"
 
 
 def _cli(*argv: str) -> None:
@@ -132,7 +133,25 @@ def machine() -> dict:
             "onnxruntime": ort.__version__, "python": platform.python_version()}
 
 
-def bench_net(key: str, work: Path, runs: int, warmup: int) -> dict:
+def op_profile(paths: dict[str, Path], x: np.ndarray, runs: int) -> dict[str, dict[str, list]]:
+    """{engine: {op type: [kernel ms per run, nodes]}} from ONNX Runtime's profiler, ``runs`` runs after
+    one warm-up each, with the same session options as the timed engines (kept out of the timing:
+    profiling slows every node down)."""
+    from srq.runtime.ort_engine import OrtEngine, OrtOptions
+
+    out = {}
+    for name, path in paths.items():
+        engine = OrtEngine(path, OrtOptions(threads=1, save_optimized=False, profile=True,
+                                            exact_integer=name != "ORT qs W8A8"))
+        for _ in range(runs + 1):
+            engine.run(x)
+        totals = engine.op_times()  # includes the warm-up run: scale by runs + 1
+        out[name] = {op: [round(ms / (runs + 1), 2), n // (runs + 1)] for op, (ms, n) in totals.items()}
+        engine.close()
+    return out
+
+
+def bench_net(key: str, work: Path, runs: int, warmup: int, profile_runs: int) -> dict:
     from srq.runtime.latency import Timing
     from srq.runtime.ort_engine import OrtEngine, OrtOptions
 
@@ -159,7 +178,26 @@ def bench_net(key: str, work: Path, runs: int, warmup: int) -> dict:
                      "wall_runs_ms": wall_ms, "cpu_runs_ms": cpu_ms})
     for e in engines.values():
         e.close()
-    return {"net": label, "tile": list(TILE), "rows": rows}
+    profile = op_profile(paths, x, profile_runs) if profile_runs else {}
+    return {"net": label, "tile": list(TILE), "rows": rows, "op_profile": profile}
+
+
+def profile_table(result: dict, top: int = 6) -> str:
+    """Where each engine's time goes: kernel time per run by op type (ONNX Runtime's profiler)."""
+    lines = [f"ONNX Runtime's profiler, same run and machine as the table above, {result['profile_runs']} "
+             f"runs per engine after one warm-up: kernel time per run summed by op type (node count in "
+             f"brackets), the {top} largest, and the rest.", "",
+             "| net | engine | kernel ms / run | largest op types: ms (nodes, share) |", "|---|---|---:|---|"]
+    for net in result["nets"]:
+        for engine, ops in net.get("op_profile", {}).items():
+            total = sum(ms for ms, _ in ops.values())
+            items = list(ops.items())
+            parts = [f"{op} {ms:.0f} ({n}, {ms / total:.0%})" for op, (ms, n) in items[:top]]
+            rest = sum(ms for _, (ms, _) in items[top:])
+            if rest:
+                parts.append(f"rest {rest:.0f} ({rest / total:.0%})")
+            lines.append(f"| {net['net']} | {engine} | {total:.0f} | {', '.join(parts)} |")
+    return "\n".join(lines)
 
 
 def table(result: dict) -> str:
@@ -184,11 +222,15 @@ def table(result: dict) -> str:
 
 def write_docs(result: dict, md: Path, js: Path) -> None:
     js.write_text(json.dumps(result, indent=1) + "\n")
-    block = f"{BEGIN}\n{table(result)}\n{END}"
     text = md.read_text() if md.exists() else f"# Speed of the ORT engines\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{md}: no {BEGIN} ... {END} markers to replace")
-    md.write_text(text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):])
+    blocks = [(BEGIN, END, table(result))]
+    if result["profile_runs"]:
+        blocks.append((PROFILE_BEGIN, PROFILE_END, profile_table(result)))
+    for begin, end, body in blocks:
+        if begin not in text or end not in text:
+            raise SystemExit(f"{md}: no {begin} ... {end} markers to replace")
+        text = text[:text.index(begin)] + f"{begin}\n{body}\n{end}" + text[text.index(end) + len(end):]
+    md.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS))
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--profile-runs", type=int, default=10,
+                    help="runs per engine under ONNX Runtime's profiler, after the timing (0: no profile)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/srq-speed"))
     ap.add_argument("--note", default="", help="load situation, e.g. 'training job running'")
     ap.add_argument("--md", type=Path, default=ROOT / "docs" / "speed.md")
@@ -206,12 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine(), "threads": 1, "runs": args.runs, "warmup": args.warmup,
+              "profile_runs": args.profile_runs,
               "load_before": [round(v, 2) for v in os.getloadavg()], "note": args.note or "no note", "nets": []}
     for key in args.nets:
-        result["nets"].append(bench_net(key, args.work, args.runs, args.warmup))
+        result["nets"].append(bench_net(key, args.work, args.runs, args.warmup, args.profile_runs))
     result["load_after"] = [round(v, 2) for v in os.getloadavg()]
     write_docs(result, args.md, args.json)
     print(table(result))
+    if args.profile_runs:
+        print("\n" + profile_table(result))
     return 0
 
 

@@ -8,7 +8,9 @@ must never import torch). The session is built here with ``onnxruntime`` directl
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +44,15 @@ class OrtOptions:
     PROVIDERS in priority order. ``save_optimized``: write the optimized graph next to the
     model as ``<stem>.ort-opt.onnx`` (what actually ran, for reproducibility).
     ``exact_integer``: run the exact U8U8 kernels where ``needs_u8u8_kernels`` says U8S8 could
-    saturate (False keeps ONNX Runtime's default kernels, as its own tools run them)."""
+    saturate (False keeps ONNX Runtime's default kernels, as its own tools run them).
+    ``profile``: record ONNX Runtime's per-node profile (read it with ``OrtEngine.op_times``)."""
 
     threads: int = 0
     optimization: str = "all"
     providers: tuple[str, ...] = ("cpu",)
     save_optimized: bool = True
     exact_integer: bool = True
+    profile: bool = False
 
 
 # |w| <= 64: two u8 x s8 products sum to at most 2 * 255 * 64 = 32640, inside int16.
@@ -144,6 +148,10 @@ class OrtEngine(Engine):
         # Idle worker threads must not spin: interleaved latency runs of two sessions on few
         # cores would otherwise steal each other's time.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if options.profile:
+            self._profile_dir = tempfile.TemporaryDirectory(prefix="srq-ort-profile-")
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(self._profile_dir.name) / "ort")
         tmp = None
         if options.save_optimized:
             final = optimized_model_path(self.path)
@@ -186,6 +194,20 @@ class OrtEngine(Engine):
         feed = {self.input_name: np.ascontiguousarray(x, dtype=self._dtype)}
         (y,) = self.session.run([self.output_name], feed)
         return y.astype(np.float32, copy=False)
+
+    def op_times(self) -> dict[str, tuple[float, int]]:
+        """Ends profiling (``OrtOptions(profile=True)``): ``{op type: (kernel ms summed over all runs
+        so far, nodes run)}``, from ONNX Runtime's per-node kernel times, largest first."""
+        if not self.options.profile:
+            raise SrqError(f"{self.path.name}: the engine was built without OrtOptions(profile=True)")
+        events = json.loads(Path(self.session.end_profiling()).read_text())
+        times: dict[str, list] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                t = times.setdefault(e["args"]["op_name"], [0.0, 0])
+                t[0] += e["dur"] / 1e3
+                t[1] += 1
+        return {op: (ms, n) for op, (ms, n) in sorted(times.items(), key=lambda kv: -kv[1][0])}
 
     def close(self) -> None:
         self.session = None

@@ -34,6 +34,21 @@ def test_ort_engine_reads_io_and_saves_the_optimized_graph(tmp_path):
     np.testing.assert_allclose(y, reloaded.run(None, {"lr": x})[0], atol=1e-5)
 
 
+def test_ort_engine_profile_sums_kernel_time_by_op_type(tmp_path):
+    model = make_sr_onnx(tmp_path / "m.onnx", (12, 20), channels=3, scale=3)
+    graph_ops = [n.op_type for n in onnx.load(model).graph.node]
+    eng = OrtEngine(model, OrtOptions(threads=1, save_optimized=False, optimization="disable", profile=True))
+    x = np.random.default_rng(0).random(eng.input_shape, np.float32)
+    for _ in range(3):
+        eng.run(x)
+    times = eng.op_times()
+    assert {op: n for op, (_, n) in times.items()} == {op: 3 * graph_ops.count(op) for op in set(graph_ops)}
+    assert all(ms > 0 for ms, _ in times.values())
+    assert list(times) == sorted(times, key=lambda op: -times[op][0])
+    with pytest.raises(SrqError, match="profile=True"):
+        OrtEngine(model, OrtOptions(threads=1, save_optimized=False)).op_times()
+
+
 def test_ort_engine_rejects_what_it_cannot_tile(tmp_path):
     model = onnx.load(make_sr_onnx(tmp_path / "m.onnx", (8, 8)))
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
