@@ -38,6 +38,10 @@ NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 METHOD_ORDER = ("fp", "minmax", "percentile", "dobi", "sorted", "sorted+beta")
 BITS_ORDER = ("fp", "w8a8", "w6a6", "w4a4", "w3a3", "w2a2")
 SET_ORDER = ("Set5", "Set14", "B100")
+# issue #4's grid per architecture: its bit widths, and the DQC setting run for every method (besides phase 1)
+GRID = {"IMDN": (("w8a8", "w4a4", "w3a3", "w2a2"), "+DQC(100, b4, p32)"),
+        "PAN": (("w8a8", "w4a4", "w3a3", "w2a2"), "+DQC(100, b4, p32)"),
+        "SwinIR": (("w4a4", "w2a2"), "+DQC(40, b4, p48)")}
 
 # Published Y-PSNR / SSIM of the same model family and bits ({(arch, scale): {row: {(bits, set): (psnr, ssim)}}}).
 # FP of IMDN x2 (paper) and PAN x4 (authors' logs): ../shared/data/README.md. SwinIR-light x2: 2DQuant paper
@@ -79,11 +83,14 @@ class Cell:
     dqc_patch: int = 48
     seed: int = 0
     conv_output_bits: int = 8  # `srq calibrate --conv-output-bits` (0 = conv outputs not requantized)
+    float_output: tuple[str, ...] = ()  # `srq calibrate --float-output` globs
 
     @property
     def label(self) -> str:
         """Table row name: the method, ``+DQC(N, bB, pP)`` when phase 2 ran."""
         label = self.method if self.conv_output_bits == 8 else f"{self.method}, conv out {self.conv_output_bits or 'FP'}"
+        if self.float_output:
+            label += f", {' '.join(self.float_output)} float out"
         if not self.dqc_iters:
             return label
         return f"{label}+DQC({self.dqc_iters}, b{self.dqc_batch}, p{self.dqc_patch})"
@@ -96,6 +103,8 @@ class Cell:
             argv.append("--bias-correction")
         if self.conv_output_bits != 8:
             argv += ["--conv-output-bits", str(self.conv_output_bits)]
+        for glob in self.float_output:
+            argv += ["--float-output", glob]
         if self.dqc_iters:
             argv += ["--dqc-iters", str(self.dqc_iters), "--dqc-batch", str(self.dqc_batch),
                      "--dqc-patch", str(self.dqc_patch)]
@@ -104,8 +113,9 @@ class Cell:
     def key(self, fingerprint: str) -> str:
         """Identity of the calibration: the settings that change the recipe, and the weights' fingerprint."""
         fields = asdict(self) | {"model": fingerprint}
-        if self.conv_output_bits == 8:  # the default: keys of cells from before the option stay valid
-            del fields["conv_output_bits"]
+        for name, default in (("conv_output_bits", 8), ("float_output", ())):
+            if fields[name] == default:  # keys of cells from before the option stay valid
+                del fields[name]
         if not self.dqc_iters:
             fields |= {"dqc_batch": 0, "dqc_patch": 0}
         if self.method == "fp":
@@ -193,7 +203,7 @@ def run_grid(args: argparse.Namespace) -> int:
         model = load_model(spec)
         cells = [Cell(spec, "fp", "fp")] if not args.no_fp else []
         cells += [Cell(spec, bits, method, n, args.dqc_batch if n else 8, args.dqc_patch if n else 48, args.seed,
-                       args.conv_output_bits) for bits in args.bits for method in args.methods for n in args.dqc]
+                       args.conv_output_bits, tuple(args.float_output)) for bits in args.bits for method in args.methods for n in args.dqc]
         for cell in cells:
             key = cell.key(model.fingerprint)
             todo = [s for s in args.sets if (key, Path(s).name) not in done]
@@ -260,6 +270,22 @@ def _fmt(psnr: float, ssim: float | None, fp: float | None) -> str:
     return text + (f" ({psnr - fp:+.2f})" if fp is not None else "")
 
 
+def _missing(arch: str, cells: dict) -> str:
+    """One line: the cells of issue #4's grid (``GRID``: every method, phase 1 and its DQC setting, on
+    Set5 / Set14 / B100; FP on each set) that ``cells`` ((label, bits, set) -> record) lacks. Rows
+    beyond the grid (other DQC settings, conv outputs FP, float outputs) were measured where useful."""
+    if arch not in GRID:
+        return ""
+    bits, dqc = GRID[arch]
+    want = [("fp", "fp", s) for s in SET_ORDER] + [
+        (m + extra, b, s) for b in bits for m in METHOD_ORDER[1:] for extra in ("", dqc) for s in SET_ORDER]
+    gaps = [f"{label} {b.upper()} {s}" for label, b, s in want if (label, b, s) not in cells]
+    return (f"Issue #4's grid here: {', '.join(b.upper() for b in bits)} x {len(METHOD_ORDER) - 1} methods x "
+            f"{{phase 1, {dqc[1:]}}} x {', '.join(SET_ORDER)}: " + (
+                f"**{len(gaps)} of {len(want)} cells missing**: {'; '.join(gaps)}." if gaps else
+                f"all {len(want)} cells measured."))
+
+
 def render(rows: list[dict], notes: str) -> str:
     """The markdown report of ``rows`` (JSONL records; a later record of the same (key, set) wins)."""
     latest = {(r["key"], r["set"]): r for r in rows}
@@ -290,25 +316,17 @@ def render(rows: list[dict], notes: str) -> str:
         labels = sorted({r["label"] for r in recs}, key=_row_order)
         out += [f"## {name}", "", "| method | " + " | ".join(f"{b.upper()} {s}" for b, s in cols) + " |",
                 "|---|" + "---|" * len(cols)]
-        missing = []
         for label in labels:
-            line = []
-            for b, s in cols:
-                r = cells.get((label, b, s))
-                if r is None:
-                    line.append("—")
-                    if (b == "fp") == (label == "fp"):
-                        missing.append(f"{label} {b.upper()} {s}")
-                else:
-                    line.append(_fmt(r["psnr_y"], r["ssim_y"], fp.get(s) if label != "fp" else None))
+            line = ["—" if (label, b, s) not in cells else
+                    _fmt(cells[label, b, s]["psnr_y"], cells[label, b, s]["ssim_y"], fp.get(s) if label != "fp" else None)
+                    for b, s in cols]
             out.append(f"| {label} | " + " | ".join(line) + " |")
         arch, scale = recs[0]["arch"], recs[0]["scale"]
         for label, pub in PUBLISHED.get((arch, scale), {}).items():
             line = [(_fmt(*pub[c], None) if c in pub else "") for c in cols]
             if any(line):
                 out.append(f"| *published: {label}* | " + " | ".join(line) + " |")
-        out += ["", "Missing in this table (rows x columns present elsewhere): "
-                + ("; ".join(missing) if missing else "none") + ".", ""]
+        out += ["", _missing(recs[0]["arch"], cells), ""]
         out += timing_table(recs)
     out += ["## Commands", "", "Grid runs, in the order they were started (repository root, `.venv/bin/python`):", "",
             "```"]
@@ -449,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--conv-output-bits", type=int, default=8, metavar="B",
                    help="srq calibrate --conv-output-bits (default 8; 0 = conv outputs stay FP)")
+    g.add_argument("--float-output", nargs="+", default=[], metavar="GLOB",
+                   help="srq calibrate --float-output globs (convs that keep a float output, e.g. LR_conv)")
     g.add_argument("--no-fp", action="store_true", help="skip the FP reference rows")
     g.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     g.add_argument("--results", type=Path, default=RESULTS)

@@ -53,3 +53,15 @@ def test_grid_resumes_and_renders(shared_data, tmp_path, monkeypatch):
     drop = quant["psnr_y"] - rows[0]["psnr_y"]
     assert f"| minmax | — | {quant['psnr_y']:.2f} / {quant['ssim_y']:.4f} ({drop:+.2f}) |" in text
     assert "| FP Tiny | W8A8 Tiny |" in text
+
+
+def test_new_cell_options_keep_old_keys_and_name_their_rows():
+    """Options added to the grid later (conv outputs, float outputs) leave the keys of cells run
+    before them unchanged, so a resumed grid does not redo them, and show up in the row name and
+    the `srq calibrate` command when set."""
+    ablation = _ablation()
+    plain = ablation.Cell("m.pth", "w8a8", "sorted")
+    assert plain.key("f") == ablation.Cell("m.pth", "w8a8", "sorted", conv_output_bits=8, float_output=()).key("f")
+    floats = ablation.Cell("m.pth", "w8a8", "sorted", float_output=("LR_conv",))
+    assert floats.key("f") != plain.key("f") and floats.label == "sorted, LR_conv float out"
+    assert floats.calibrate_argv(Path("r.json"))[-2:] == ["--float-output", "LR_conv"]
