@@ -261,4 +261,10 @@ def lint_model(model: onnx.ModelProto, target: Target) -> list[Violation]:
             _check_trt_concat(g, node, out)
         elif target == "trt" and node.op_type == "Add":
             _check_trt_residual_add(g, node, out)
+        elif target == "trt" and node.op_type == "Cast" and g.attr(node, "to") == TensorProto.DOUBLE:
+            # onnx-tensorrt operators.md (TensorRT 10): "limited support for DOUBLE type. TensorRT
+            # will attempt to cast DOUBLE down to FLOAT": the engine would not compute what the
+            # graph says; srq's TensorRT export does that cast itself (srq.export.float64).
+            out.append(Violation(g.name(node), "trt-float64", "Cast to DOUBLE: TensorRT computes float64 "
+                                 "in float32; export for --target trt"))
     return out

@@ -19,6 +19,7 @@
 4. ``target="trt"``: every grid lowered by ``srq.export.symmetric.to_symmetric`` (zp 0, int8);
    the effective bits lost per site are written next to the model as ``<stem>.bits_lost.json``.
    A conv-output requantization that feeds a Concat is left out (0 bits lost; ``_feeds_concat``).
+   Float64 statistics (IMDN's channel attention) are computed in float32 (``srq.export.float64``).
 5. ``target="ort"``: a quantized Conv without output requantization whose weight levels fit int8
    (the first conv under ``first_conv_bits``) becomes ``ConvInteger -> Add(int32 bias) -> Cast ->
    Mul(s_x * s_w)``: integer kernel, float output, bit-identical to calib (``_integer_float_output``).
@@ -69,6 +70,7 @@ from srq.calib.quantizer import QuantFormat, integer_conv_with_float_output, lev
 from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.fp_onnx import export_fp_onnx
+from srq.export.float64 import float64_to_float32
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
                                   dequantize_bias_input, dequantize_weight_input, fold_into_bias,
                                   quantize_activation_input, quantize_activation_output, set_metadata,
@@ -443,6 +445,8 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         exporter = _Exporter(graph, recipe, target, weights)
         for path, layer in matched.items():
             exporter.layer(layer, layers[path], path)
+        if target == "trt":
+            float64_to_float32(graph)
         if target == "ort" and recipe.placement.sigmoid_tables:
             for i, node in enumerate([n for n in graph.nodes if n.op == "Sigmoid"]):
                 sigmoid_as_table(graph, node, _sigmoid_table, f"sigmoid_table_{i}")

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
+from onnx import TensorProto, helper
 
 from srq.export.lint import lint_model
 from srq.export.ort_fusion import INTEGER_OPS, optimized_op_counts
@@ -172,3 +173,17 @@ def test_cli_exit_codes(tmp_path, capsys):
 def test_unknown_target_refused(target):
     with pytest.raises(ValueError):
         lint_model(conv(), target + "x")
+
+
+def test_trt_rejects_float64_casts(tmp_path):
+    """A Cast to DOUBLE (IMDN's ORT export sums its attention statistics in float64) is flagged for
+    TensorRT, which would compute it in float32; ORT accepts it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])
+    nodes = [helper.make_node("Cast", ["x"], ["x64"], name="up", to=TensorProto.DOUBLE),
+             helper.make_node("ReduceMean", ["x64"], ["m64"], name="mean", keepdims=1),
+             helper.make_node("Cast", ["m64"], ["y"], name="down", to=TensorProto.FLOAT)]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    assert [(v.node, v.rule) for v in lint_model(model, "trt")] == [("up", "trt-float64")]
+    assert lint_model(model, "ort") == []

@@ -94,3 +94,21 @@ def test_safetensors_fp16_and_containers_load_like_the_original(shared_data, tmp
     assert all(p.dtype == torch.float32 for p in half.module.parameters())
     lr = _lr_crop(shared_data, 4, 16)
     assert np.abs(upscale_image(half, lr) - upscale_image(original, lr)).max() < 5e-3
+
+
+def test_imdn_channel_attention_does_not_depend_on_summation_order():
+    """IMDN's CCA statistics (std + mean per channel, the input of its first 1x1 conv) are float64
+    sums rounded once to float32, so any order of the pixels gives the same bits: an engine's
+    ReduceMean sums in another order than PyTorch, and a float32 difference of a few ulp can move a
+    statistic across a quantization tie (docs/export-parity.md)."""
+    from srq.zoo.archs.imdn import ContrastChannelAttention
+
+    torch.manual_seed(0)
+    cca = ContrastChannelAttention(64).eval()
+    stats = []
+    cca.conv_du[0].register_forward_pre_hook(lambda _m, args: stats.append(args[0].flatten()))
+    x = torch.rand(1, 64, 64, 64) * 3
+    with torch.no_grad():
+        for perm in (torch.arange(64 * 64), torch.randperm(64 * 64), torch.arange(64 * 64).flip(0)):
+            cca(x.flatten(2)[..., perm].reshape(x.shape))
+    assert torch.equal(stats[0], stats[1]) and torch.equal(stats[0], stats[2])

@@ -26,8 +26,14 @@ class ContrastChannelAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)
+        # The statistics are summed in float64 and rounded to float32 once: any summation order
+        # (PyTorch's, an engine's ReduceMean) then gives the same float32 mean and variance. In
+        # float32 they differ by a few ulp between PyTorch and ONNX Runtime, and a CCA input near
+        # a quantization tie then takes another level in the engine than in calibration (one 64x64
+        # tile of Set5 baby at W8A8, docs/export-parity.md).
+        x64 = x.double()
+        mean64 = x64.mean(dim=(2, 3), keepdim=True)
+        mean, var = mean64.float(), (x64 - mean64).pow(2).mean(dim=(2, 3), keepdim=True).float()
         # sqrt(var) (bit-identical to the reference's var ** 0.5) with a finite gradient at var == 0:
         # a channel that quantization makes constant would otherwise send inf * 0 = NaN upstream (DQC)
         positive = var > 0
