@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from srq.calib.layers import QuantConv2d, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention, TableSigmoid
 from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
+from srq.zoo import set_exact_statistics
 
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
@@ -250,7 +251,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
-    ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output)."""
+    ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output).
+    Statistics that a model can sum exactly (``srq.zoo.set_exact_statistics``) are switched on."""
     _refuse_quantized(model)
     todo: dict[str, str] = {}
     for path in paths:
@@ -272,6 +274,7 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     if cfg.sigmoid_tables:
         for name in [n for n, m in model.named_modules() if type(m) is nn.Sigmoid]:
             _set(model, name, TableSigmoid())
+    set_exact_statistics(model)
     sites = {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizer)}
     for name, q in sites.items():
         q.site = name

@@ -19,7 +19,8 @@
 4. ``target="trt"``: every grid lowered by ``srq.export.symmetric.to_symmetric`` (zp 0, int8);
    the effective bits lost per site are written next to the model as ``<stem>.bits_lost.json``.
    A conv-output requantization that feeds a Concat is left out (0 bits lost; ``_feeds_concat``).
-   Float64 statistics (IMDN's channel attention) are computed in float32 (``srq.export.float64``).
+   The float64 statistics of a quantized model (IMDN's channel attention, traced with
+   ``set_exact_statistics`` on, as calibration runs them) are computed in float32 (``srq.export.float64``).
 5. ``target="ort"``: a quantized Conv without output requantization whose weight levels fit int8
    (the first conv under ``first_conv_bits``) becomes ``ConvInteger -> Add(int32 bias) -> Cast ->
    Mul(s_x * s_w)``: integer kernel, float output, bit-identical to calib (``_integer_float_output``).
@@ -76,6 +77,7 @@ from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_co
                                   quantize_activation_input, quantize_activation_output, set_metadata,
                                   sigmoid_as_table)
 from srq.export.symmetric import requantize_weight, to_symmetric
+from srq.zoo import set_exact_statistics
 from srq.zoo.loader import SRModel
 
 Target = Literal["ort", "trt"]
@@ -432,7 +434,11 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".qdq_export-") as tmp:
-        fp = onnx.load(str(export_fp_onnx(model, tile_hw, Path(tmp) / "fp.onnx")))
+        set_exact_statistics(model.module)  # the quantized model's float64 statistics, as calibrated
+        try:
+            fp = onnx.load(str(export_fp_onnx(model, tile_hw, Path(tmp) / "fp.onnx")))
+        finally:
+            set_exact_statistics(model.module, False)
         if weights == "packed" and any(s.kind == "weight" and s.bits <= 4 for s in recipe.sites):
             fp = onnx.version_converter.convert_version(fp, PACKED_OPSET)  # sub-byte types need opset 21
         graph = gs.import_onnx(fp)

@@ -21,6 +21,7 @@ from srq.calib.api import CalibConfig, calibrate
 from srq.calib.recipe import ModelInfo, apply_recipe
 from srq.calib.sites import PlacementConfig
 from srq.errors import SrqError
+from srq.export.fp_onnx import export_fp_onnx
 from srq.export.lint import lint_model
 from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_export import export_quantized
@@ -268,6 +269,8 @@ def test_lint_trt_passes_on_trt_export(shared_data, recipes, tmp_path, capsys):
     assert sum(n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.DOUBLE for n in ort_graph.node) == 6
     assert main(["lint", str(tmp_path / "ort.onnx"), "--target", "trt"]) == 1
     assert "trt-float64" in capsys.readouterr().out
+    fp_graph = onnx.load(export_fp_onnx(load_model(_weights(shared_data)), (48, 48), tmp_path / "fp.onnx")).graph
+    assert not any(n.op_type == "Cast" for n in fp_graph.node)  # the FP model (speed baseline) sums in float32
 
 
 def test_cli_refusals_leave_nothing(shared_data, recipes, tmp_path, capsys):

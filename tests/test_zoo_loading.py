@@ -97,14 +97,17 @@ def test_safetensors_fp16_and_containers_load_like_the_original(shared_data, tmp
 
 
 def test_imdn_channel_attention_does_not_depend_on_summation_order():
-    """IMDN's CCA statistics (std + mean per channel, the input of its first 1x1 conv) are float64
-    sums rounded once to float32, so any order of the pixels gives the same bits: an engine's
-    ReduceMean sums in another order than PyTorch, and a float32 difference of a few ulp can move a
-    statistic across a quantization tie (docs/export-parity.md)."""
+    """With ``set_exact_statistics`` (quantized models) IMDN's CCA statistics (std + mean per channel,
+    the input of its first 1x1 conv) are float64 sums rounded once to float32, so any order of the
+    pixels gives the same bits: an engine's ReduceMean sums in another order than PyTorch, and a
+    float32 difference of a few ulp can move a statistic across a quantization tie
+    (docs/export-parity.md)."""
+    from srq.zoo import set_exact_statistics
     from srq.zoo.archs.imdn import ContrastChannelAttention
 
     torch.manual_seed(0)
     cca = ContrastChannelAttention(64).eval()
+    assert set_exact_statistics(cca) == 1
     stats = []
     cca.conv_du[0].register_forward_pre_hook(lambda _m, args: stats.append(args[0].flatten()))
     x = torch.rand(1, 64, 64, 64) * 3

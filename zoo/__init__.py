@@ -1,9 +1,11 @@
 """PyTorch SR model zoo: architecture detection from state-dict keys (spandrel registry + srq's own architecture files) and checkpoint loading.
 
-Public API: ``load_model(spec, scale=None) -> SRModel`` and ``upscale_image(model, lr) -> sr``.
+Public API: ``load_model(spec, scale=None) -> SRModel``, ``upscale_image(model, lr) -> sr`` and
+``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models).
 """
 
+from srq.zoo.archs.common import set_exact_statistics
 from srq.zoo.infer import upscale_image
 from srq.zoo.loader import SRModel, load_model
 
-__all__ = ["SRModel", "load_model", "upscale_image"]
+__all__ = ["SRModel", "load_model", "set_exact_statistics", "upscale_image"]

@@ -23,6 +23,17 @@ def scaled_copy(net: nn.Module, scale: int) -> nn.Module:
     return out
 
 
+def set_exact_statistics(net: nn.Module, on: bool = True) -> int:
+    """Switch the float64 statistics of every module that has them (``exact_statistics``, e.g.
+    IMDN's channel attention) on or off; returns how many modules have them. Quantized models
+    (calibration, fake-quant evaluation, the quantized export) run them on, so that engine and
+    calibration round alike; FP models off."""
+    found = [m for m in net.modules() if hasattr(m, "exact_statistics")]
+    for m in found:
+        m.exact_statistics = on
+    return len(found)
+
+
 def count_numbered(state_dict: StateDict, prefix: str) -> int:
     """Number of consecutive ``{prefix}1.``, ``{prefix}2.``, ... module names (1-based, no dot)."""
     found = {int(m.group(1)) for k in state_dict if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", k))}

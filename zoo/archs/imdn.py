@@ -16,7 +16,15 @@ from srq.zoo.archs.common import count_numbered, sr_descriptor
 
 
 class ContrastChannelAttention(nn.Module):
-    """CCA: channel gate from (per-channel std + per-channel mean) -> 1x1 squeeze -> 1x1 excite."""
+    """CCA: channel gate from (per-channel std + per-channel mean) -> 1x1 squeeze -> 1x1 excite.
+
+    ``exact_statistics`` (set by ``srq.zoo.set_exact_statistics`` when a model is
+    quantized): mean and variance are summed in float64 and rounded to float32 once, so any
+    summation order (PyTorch's, an engine's ReduceMean) gives the same float32. In float32 they
+    differ by a few ulp between PyTorch and ONNX Runtime, and a statistic near a quantization tie
+    then takes another level in the engine than in calibration (one 64x64 tile of Set5 baby at
+    W8A8, docs/export-parity.md). Off, the FP model (and its ONNX, the speed baseline) sums in float32.
+    """
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
@@ -24,16 +32,15 @@ class ContrastChannelAttention(nn.Module):
             nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(inplace=True),
             nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid(),
         )
+        self.exact_statistics = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The statistics are summed in float64 and rounded to float32 once: any summation order
-        # (PyTorch's, an engine's ReduceMean) then gives the same float32 mean and variance. In
-        # float32 they differ by a few ulp between PyTorch and ONNX Runtime, and a CCA input near
-        # a quantization tie then takes another level in the engine than in calibration (one 64x64
-        # tile of Set5 baby at W8A8, docs/export-parity.md).
-        x64 = x.double()
-        mean64 = x64.mean(dim=(2, 3), keepdim=True)
-        mean, var = mean64.float(), (x64 - mean64).pow(2).mean(dim=(2, 3), keepdim=True).float()
+        # over one flattened axis: ONNX Runtime reduces the last axis fast, while a (2, 3) mean of
+        # data its layout pass has moved to NHWC runs strided and slow (docs/speed.md)
+        flat = x.flatten(2).double() if self.exact_statistics else x.flatten(2)
+        mean = flat.mean(dim=2, keepdim=True)
+        var = (flat - mean).pow(2).mean(dim=2, keepdim=True)
+        mean, var = mean.to(x.dtype)[..., None], var.to(x.dtype)[..., None]
         # sqrt(var) (bit-identical to the reference's var ** 0.5) with a finite gradient at var == 0:
         # a channel that quantization makes constant would otherwise send inf * 0 = NaN upstream (DQC)
         positive = var > 0
