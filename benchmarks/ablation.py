@@ -334,7 +334,7 @@ def render(rows: list[dict], notes: str) -> str:
     for r in sorted(latest.values(), key=lambda r: r["time_utc"]):
         if r["invocation"] not in seen:
             seen.append(r["invocation"])
-    out += [f"nice -n 15 {inv}" for inv in seen] + ["```", "",
+    out += seen + ["```", "",
             "Each cell is the `srq calibrate` run below (recipes under `build/ablation/`, not committed) followed "
             "by `srq eval MODEL --data SET --recipe RECIPE` per set:", "", "<details><summary>calibrate commands"
             "</summary>", "", "```"]
