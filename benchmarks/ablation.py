@@ -262,7 +262,7 @@ def _order(values, order) -> list:
 
 def _row_order(label: str) -> tuple:
     method, _, dqc = label.partition("+DQC")
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), dqc != "", dqc)
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), dqc != "", dqc, label)
 
 
 def _fmt(psnr: float, ssim: float | None, fp: float | None) -> str:
@@ -335,9 +335,9 @@ def render(rows: list[dict], notes: str) -> str:
         if r["invocation"] not in seen:
             seen.append(r["invocation"])
     out += seen + ["```", "",
-            "Each cell is the `srq calibrate` run below (recipes under `build/ablation/`, not committed) followed "
-            "by `srq eval MODEL --data SET --recipe RECIPE` per set:", "", "<details><summary>calibrate commands"
-            "</summary>", "", "```"]
+                   "Each cell is the `srq calibrate` run below (recipes under `build/ablation/`, not committed) "
+                   "followed by `srq eval MODEL --data SET --recipe RECIPE` per set:", "",
+                   "<details><summary>calibrate commands</summary>", "", "```"]
     cmds = sorted({r["calibrate_cmd"] for r in latest.values() if r.get("calibrate_cmd")})
     out += cmds + ["```", "", "</details>", ""]
     return "\n".join(out)
