@@ -213,9 +213,12 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         raise SrqError(f"placement policy {cfg.policy!r} with the given include/exclude placed no quantizer")
     overrides = {p: _float_output(cfg) for p in paths if _glob(p, cfg.float_output)
                  and isinstance(model.get_submodule(p), nn.Conv2d)}
+    unmatched = [g for g in cfg.float_output if not any(fnmatchcase(p, g) for p in overrides)]
+    if unmatched:
+        raise SrqError(f"float_output {', '.join(unmatched)}: matches no quantized Conv2d of this model")
     if first in paths:
         b = cfg.first_conv_bits
-        overrides[first] = replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True, conv_output_bits=None)
+        overrides[first] = _float_output(replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True))
     return place_at(model, cfg, paths, overrides)
 
 

@@ -165,3 +165,9 @@ def test_int32_bias_simulation_is_on_by_default_and_only_when_both_sides_quantiz
     torch.testing.assert_close(ql(x), expect, rtol=0, atol=1e-6)
     wq.mode = "fp"
     torch.testing.assert_close(ql(x), F.linear(xq(x), lin.weight, lin.bias), rtol=0, atol=1e-6)
+
+
+def test_float_output_glob_that_matches_no_quantized_conv_is_refused():
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    with pytest.raises(SrqError, match="LRconv: matches no quantized Conv2d"):
+        place_quantizers(model, PlacementConfig(policy="body", float_output=("LRconv",)), torch.rand(1, 3, 12, 12))
