@@ -282,7 +282,8 @@ class QuantQKV(nn.Module):
 
 
 class QuantWindowAttention(nn.Module):
-    """SwinIR ``WindowAttention`` with quantized qkv (split), proj, ``Q @ K^T`` and ``A @ V``.
+    """SwinIR ``WindowAttention`` with quantized qkv (a ``QuantQKV``, or one ``QuantLinear`` whose
+    ``(B_, N, 3C)`` output is chunked into Q, K, V), proj, ``Q @ K^T`` and ``A @ V``.
 
     Same computation as spandrel's ``WindowAttention.forward``; takes over the original's
     relative-position table, index buffer and scale. ``matmul_qk.input_a`` sees Q after the
@@ -290,7 +291,7 @@ class QuantWindowAttention(nn.Module):
     ``matmul_av.input_a`` the post-softmax attention map A, ``matmul_av.input_b`` V.
     """
 
-    def __init__(self, attn: nn.Module, qkv: QuantQKV, proj: QuantLinear, matmul_qk: QuantMatMul,
+    def __init__(self, attn: nn.Module, qkv: QuantQKV | QuantLinear, proj: QuantLinear, matmul_qk: QuantMatMul,
                  matmul_av: QuantMatMul) -> None:
         super().__init__()
         self.dim, self.window_size, self.num_heads, self.scale = attn.dim, attn.window_size, attn.num_heads, attn.scale
@@ -307,7 +308,8 @@ class QuantWindowAttention(nn.Module):
         def split(t: Tensor) -> Tensor:  # (B_, N, C) -> (B_, heads, N, C / heads)
             return t.reshape(b_, n, heads, c // heads).permute(0, 2, 1, 3)
 
-        q, k, v = (split(t) for t in self.qkv(x))
+        qkv = self.qkv(x)
+        q, k, v = (split(t) for t in (qkv if isinstance(qkv, tuple) else qkv.chunk(3, dim=-1)))
         attn = self.matmul_qk(q * self.scale, k.transpose(-2, -1))
         area = self.window_size[0] * self.window_size[1]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(area, area, -1)

@@ -6,7 +6,8 @@ Site names are the module paths of the ``FakeQuantizer`` modules, ``<layer path>
 * ``<conv>.output``: the requantization of a quantized conv's output (``conv_output_bits``,
   8 by default; activation kind, per-tensor, asymmetric uint8 unless symmetric mode, op
   ``conv2d``; never bias-corrected) -- ONNX Runtime's QLinearConv needs it, see ``srq.calib.layers``;
-* SwinIR attention (qkv split): ``<block>.attn.qkv.{q,k,v}.{weight_q,input_q}``,
+* SwinIR attention: ``<block>.attn.qkv.{q,k,v}.{weight_q,input_q}`` (qkv split, the default) or
+  ``<block>.attn.qkv.{weight_q,input_q}`` (``qkv="fused"``),
   ``<block>.attn.proj.{weight_q,input_q}``, ``<block>.attn.matmul_qk.input_a`` (Q, scaled),
   ``<block>.attn.matmul_qk.input_b`` (K), ``<block>.attn.matmul_av.input_a`` (A, post-softmax),
   ``<block>.attn.matmul_av.input_b`` (V); the MLP: ``<block>.mlp.fc1.*``, ``<block>.mlp.fc2.*``.
@@ -18,6 +19,10 @@ Policies (``PlacementConfig.policy``):
 * ``2dquant`` (SwinIR): in every transformer block the window attention (qkv as three
   Linear, proj, both batched MatMuls) and ``mlp.fc1`` / ``mlp.fc2``; everything else FP --
   16 quantizers per block (qkv: 3 weights + 3 inputs; proj, fc1, fc2: 2 each; 4 MatMul inputs).
+  ``qkv="fused"`` keeps qkv one Linear with one input quantizer: 12 per block. Its per-channel
+  weight quantizer covers the same rows the three split ones do, and at phase 1 the three split input
+  quantizers find the same bounds anyway (same tensor, same search); only DQC can move them apart.
+  The engine then runs one integer GEMM instead of three plus a float Concat (docs/speed.md).
 * ``body`` (CNN): every Conv2d / Linear run at LR resolution except the first one, the last
   one and the conv feeding the first PixelShuffle (upsampler); everything run at HR
   resolution (after PixelShuffle / interpolation) stays FP. ``first_conv_bits`` quantizes the
@@ -53,6 +58,7 @@ from srq.zoo import set_exact_statistics
 
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
+QKV_LAYOUTS: tuple[str, ...] = ("split", "fused")
 ONE_DIRECTION_SITES = ("*.matmul_av.input_a", "*.mlp.fc2.input_q")
 
 
@@ -76,10 +82,13 @@ class PlacementConfig:
     first_conv_bits: int | None = None  # body / all: integer first conv at these bits, float output; None: FP
     float_output: tuple[str, ...] = ()  # globs: quantized convs that keep a float output (ConvInteger)
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
+    qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise SrqError(f"placement policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        if self.qkv not in QKV_LAYOUTS:
+            raise SrqError(f"qkv layout {self.qkv!r}: choose one of {', '.join(QKV_LAYOUTS)}")
         QuantFormat(self.w_bits), QuantFormat(self.a_bits)  # validates bit widths
         for bits in (self.conv_output_bits, self.first_conv_bits):
             if bits is not None:
@@ -187,7 +196,8 @@ def _split_qkv(qkv: nn.Linear, cfg: PlacementConfig) -> QuantQKV:
 
 def _quant_attention(attn: nn.Module, cfg: PlacementConfig) -> QuantWindowAttention:
     return QuantWindowAttention(
-        attn, _split_qkv(attn.qkv, cfg), _quant_layer(attn.proj, cfg),
+        attn, _split_qkv(attn.qkv, cfg) if cfg.qkv == "split" else _quant_layer(attn.qkv, cfg),
+        _quant_layer(attn.proj, cfg),
         QuantMatMul(_act_q(cfg, "matmul"), _act_q(cfg, "matmul")),
         QuantMatMul(_act_q(cfg, "matmul"), _act_q(cfg, "matmul")),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -171,3 +172,34 @@ def test_float_output_glob_that_matches_no_quantized_conv_is_refused():
     model = IMDN(nf=16, num_modules=2, scale=2).eval()
     with pytest.raises(SrqError, match="LRconv: matches no quantized Conv2d"):
         place_quantizers(model, PlacementConfig(policy="body", float_output=("LRconv",)), torch.rand(1, 3, 12, 12))
+
+
+def test_fused_qkv_places_12_quantizers_per_block_and_matches_split_at_phase_1(swinir_light):
+    """``qkv="fused"``: one qkv Linear with one input quantizer. Phase 1 sees the same data as the split
+    layout (no subsampling at this size), so it finds the split layout's bounds: the input bounds of each
+    of q / k / v, and the three per-channel weight bounds end to end; the models compute the same."""
+    from srq.calib.api import CalibConfig, calibrate
+    from srq.calib.recipe import ModelInfo
+
+    torch.manual_seed(1)
+    batches = [torch.rand(2, 3, 16, 16)]
+    info = ModelInfo("SwinIR", 2, "test")
+    models, recipes = {}, {}
+    for layout in ("split", "fused"):
+        models[layout] = copy.deepcopy(swinir_light)
+        cfg = CalibConfig(PlacementConfig(policy="2dquant", qkv=layout), data="rand")
+        recipes[layout] = {s.name: s for s in calibrate(models[layout], cfg, batches, info).sites}
+    assert len(recipes["split"]) == 24 * 16 and len(recipes["fused"]) == 24 * 12
+    qkv = "layers.1.residual_group.blocks.3.attn.qkv"
+    assert f"{qkv}.input_q" in recipes["fused"] and f"{qkv}.q.input_q" not in recipes["fused"]
+    split, fused = recipes["split"], recipes["fused"]
+    for field in ("lb", "ub", "scale", "zero_point"):
+        for p in "qkv":
+            assert getattr(split[f"{qkv}.{p}.input_q"], field) == getattr(fused[f"{qkv}.input_q"], field), field
+        joined = np.concatenate([getattr(split[f"{qkv}.{p}.weight_q"], field) for p in "qkv"])
+        np.testing.assert_array_equal(getattr(fused[f"{qkv}.weight_q"], field), joined)
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(models["fused"](x), models["split"](x), rtol=0, atol=1e-5)
+    with pytest.raises(SrqError, match="qkv layout"):
+        PlacementConfig(qkv="merged")

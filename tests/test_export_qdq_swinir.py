@@ -1,5 +1,5 @@
-"""QDQ export of SwinIR-light x2 (spandrel's official light config, seeded random init): qkv split,
-attention MatMuls and MLP Linears as integer kernels, ORT parity with the fake-quant model on Set5 tiles."""
+"""QDQ export of SwinIR-light x2 (spandrel's official light config, seeded random init): qkv split or
+fused, attention MatMuls and MLP Linears as integer kernels, ORT parity with the fake-quant model on Set5 tiles."""
 
 from __future__ import annotations
 
@@ -21,15 +21,15 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 TILE = (16, 16)  # two 8x8 windows per side: shifted-window masks are exercised
 
 
-@pytest.mark.parametrize("bits", [4])
-def test_swinir_light_parity_and_integer_kernels(shared_data, tmp_path, bits, assert_swinir_integer_kernels):
+@pytest.mark.parametrize(("bits", "qkv"), [(4, "split"), (4, "fused")])
+def test_swinir_light_parity_and_integer_kernels(shared_data, tmp_path, bits, qkv, assert_swinir_integer_kernels):
     torch.manual_seed(0)
     ckpt = tmp_path / "light.safetensors"
     save_file({k: v.contiguous() for k, v in swinir_light(2).state_dict().items()}, ckpt)
     model = load_model(ckpt)
     lrs = [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
            for s in open_folder(shared_data / "benchmarks/Set5", 2)]
-    cfg = CalibConfig(PlacementConfig(policy="2dquant", w_bits=bits, a_bits=bits), data="Set5 LR 16x16")
+    cfg = CalibConfig(PlacementConfig(policy="2dquant", w_bits=bits, a_bits=bits, qkv=qkv), data="Set5 LR 16x16")
     recipe = calibrate(model.module, cfg, [im[:, :, :16, :16] for im in lrs[:2]], ModelInfo.of(model))
     path = export_quantized(model, recipe, "ort", TILE, tmp_path / "swinir.onnx")
 

@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "output requantization, symmetric weights where the weight levels would not fit int8, "
                         "run by the engine as ConvInteger, exactly as calibrated. For the conv that closes "
                         "the body before an FP upsampler, e.g. IMDN's 'LR_conv'")
+    p.add_argument("--qkv", choices=("split", "fused"), default="split",
+                   help="SwinIR's qkv Linear: split into Q, K, V with an input quantizer each (2DQuant, default) or "
+                        "kept fused with one: same bounds at phase 1, and the engine runs one integer GEMM instead of "
+                        "three and a Concat (faster, docs/speed.md)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                                 include=tuple(args.include), exclude=tuple(args.exclude),
                                 conv_output_bits=args.conv_output_bits or None,
                                 first_conv_bits=args.first_conv_bits or None,
-                                float_output=tuple(args.float_output))
+                                float_output=tuple(args.float_output), qkv=args.qkv)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)
