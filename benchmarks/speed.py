@@ -10,6 +10,8 @@ For each net, at one 128x128 LR tile, 1 intra-op thread, ``ORT_ENABLE_ALL``, thr
 * ``fp32``: ``srq.export.fp_onnx.export_fp_onnx``;
 * ``srq W8A8`` / ``srq W4A4``: ``srq calibrate`` (phase 1; few small crops, since calibration
   quality does not change the graph or its speed) then ``srq export --target ort``;
+* SwinIR's srq rows use ``--qkv fused`` (one qkv GEMM, one input quantizer); ``srq W8A8 qkv split``
+  is 2DQuant's layout (three GEMMs and a Concat), the default of ``srq calibrate``;
 * ``srq W7A8 sw``: ``srq calibrate --bits w7a8 --symmetric-weights``: 8-bit asymmetric activations,
   symmetric 7-bit weights (``|q| <= 63``), the format for which ORT's fast U8S8 x86 kernels are
   exact without VNNI (srq's W<=7 weights are stored as int8 ``q - zp``, zp 0; 8-bit asymmetric
@@ -48,10 +50,10 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT.parent / "shared" / "data" / "weights"
-NETS = {
-    "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth")),
-    "pan": ("PAN x4", str(WEIGHTS / "PAN" / "PANx4_DF2K.pth")),
-    "swinir": ("SwinIR-light x2", "swinir-light-x2"),
+NETS = {  # label, model, extra `srq calibrate` flags of the srq rows
+    "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth"), ()),
+    "pan": ("PAN x4", str(WEIGHTS / "PAN" / "PANx4_DF2K.pth"), ()),
+    "swinir": ("SwinIR-light x2", "swinir-light-x2", ("--qkv", "fused")),
 }
 TILE = (128, 128)
 BEGIN, END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->"
@@ -75,7 +77,7 @@ def fp_onnx(spec: str, out: Path) -> Path:
 
 
 def srq_onnx(spec: str, bits: str, work: Path, stem: str, *flags: str) -> Path:
-    tag = bits + "".join(f.replace("--", "_") for f in flags)
+    tag = bits + "".join(f.replace("--", "_") if f.startswith("--") else f"-{f}" for f in flags)
     recipe, out = work / f"{stem}_{tag}.json", work / f"{stem}_{tag}.onnx"
     if not recipe.exists():
         _cli("calibrate", spec, "--bits", bits, *flags, "--crops", "8", "--crop-size", "48", "--out", str(recipe))
@@ -155,13 +157,14 @@ def bench_net(key: str, work: Path, runs: int, warmup: int, profile_runs: int) -
     from srq.runtime.latency import Timing
     from srq.runtime.ort_engine import OrtEngine, OrtOptions
 
-    label, spec = NETS[key]
+    label, spec, flags = NETS[key]
     fp = fp_onnx(spec, work / f"{key}_fp.onnx")
-    w8 = srq_onnx(spec, "w8a8", work, key)
-    w4 = srq_onnx(spec, "w4a4", work, key)
-    paths = {"fp32": fp, "srq W8A8": w8, "srq W7A8 sw": srq_onnx(spec, "w7a8", work, key, "--symmetric-weights"),
-             "srq W4A4": w4,
-             "ORT qs W8A8": ort_quantized(fp, work / f"{key}_ortqs_w8a8.onnx")}
+    paths = {"fp32": fp, "srq W8A8": srq_onnx(spec, "w8a8", work, key, *flags),
+             "srq W7A8 sw": srq_onnx(spec, "w7a8", work, key, "--symmetric-weights", *flags),
+             "srq W4A4": srq_onnx(spec, "w4a4", work, key, *flags)}
+    if "--qkv" in flags:
+        paths["srq W8A8 qkv split"] = srq_onnx(spec, "w8a8", work, key)
+    paths["ORT qs W8A8"] = ort_quantized(fp, work / f"{key}_ortqs_w8a8.onnx")
     shipped = OrtOptions(threads=1, save_optimized=False)
     engines = {n: OrtEngine(p, shipped if n != "ORT qs W8A8" else OrtOptions(threads=1, save_optimized=False,
                                                                              exact_integer=False))

@@ -56,12 +56,16 @@ def test_grid_resumes_and_renders(shared_data, tmp_path, monkeypatch):
 
 
 def test_new_cell_options_keep_old_keys_and_name_their_rows():
-    """Options added to the grid later (conv outputs, float outputs) leave the keys of cells run
+    """Options added to the grid later (conv outputs, float outputs, qkv layout) leave the keys of cells run
     before them unchanged, so a resumed grid does not redo them, and show up in the row name and
     the `srq calibrate` command when set."""
     ablation = _ablation()
     plain = ablation.Cell("m.pth", "w8a8", "sorted")
-    assert plain.key("f") == ablation.Cell("m.pth", "w8a8", "sorted", conv_output_bits=8, float_output=()).key("f")
+    assert plain.key("f") == ablation.Cell("m.pth", "w8a8", "sorted", conv_output_bits=8, float_output=(),
+                                           qkv="split").key("f")
     floats = ablation.Cell("m.pth", "w8a8", "sorted", float_output=("LR_conv",))
     assert floats.key("f") != plain.key("f") and floats.label == "sorted, LR_conv float out"
     assert floats.calibrate_argv(Path("r.json"))[-2:] == ["--float-output", "LR_conv"]
+    fused = ablation.Cell("swinir-light-x2", "w4a4", "sorted", qkv="fused")
+    assert fused.key("f") != ablation.Cell("swinir-light-x2", "w4a4", "sorted").key("f")
+    assert fused.label == "sorted, qkv fused" and fused.calibrate_argv(Path("r.json"))[-2:] == ["--qkv", "fused"]
