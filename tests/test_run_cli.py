@@ -53,4 +53,6 @@ def test_default_run_on_builtin_model_and_data(tmp_path):
     assert recipe["model"]["arch"].startswith("SwinIR")
     assert recipe["calibration"]["iterations"] == 3 and recipe["calibration"]["settings"]["dqc"]["patch"] == 32
     assert any(site["name"].endswith("matmul_av.input_a") for site in recipe["sites"])
+    assert recipe["placement"]["qkv"] == "fused" and any(site["name"].endswith("attn.qkv.input_q")
+                                                         for site in recipe["sites"])
     assert "w4a4: PASSED" in done.stdout and "report.html" in done.stdout

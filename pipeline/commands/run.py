@@ -11,7 +11,9 @@ check, 2DQuant+ sorted grading with a short DQC (50 iterations, batch 4, 32x32 L
 must compute what calibration simulated). On an idle 2-core x86 machine the default job took
 7.8 min (each DQC step 2.4 s; without DQC 3.1 min); each stage prints its wall time. CNN
 checkpoints get an integer first conv (--first-conv-bits 8), so the engine reproduces the
-calibrated model exactly.
+calibrated model exactly; SwinIR's qkv stays one Linear with one input quantizer (--qkv fused:
+the same phase-1 bounds as 2DQuant's split layout, and one integer GEMM instead of three and a
+Concat in the engine, docs/speed.md).
 2DQuant+'s bias correction beta is on (--no-bias-correction turns it off): the export folds it
 exactly (Linear / MatMul inputs, and zero-padded convs, which pad before the shift in both
 calibration and export; docs/export-ort-fusion.md).
@@ -42,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-conv-bits", type=int, default=8, metavar="B",
                    help="CNN policies: integer first conv at B bits, float output, so that the engine "
                         "reproduces calibration exactly (default 8; 0 = FP first conv; see srq calibrate)")
+    p.add_argument("--qkv", choices=("split", "fused"), default="fused",
+                   help="SwinIR's qkv Linear (see srq calibrate): fused, one input quantizer and one integer GEMM "
+                        "(default: the faster engine); split = 2DQuant's three")
     p.add_argument("--dqc-iters", type=int, default=50, help="phase-2 DQC iterations (default 50; 0 = phase 1 only)")
     p.add_argument("--dqc-batch", type=int, default=4, help="DQC batch size (default 4)")
     p.add_argument("--dqc-patch", type=int, default=32, help="DQC LR patch side (default 32)")
@@ -60,7 +65,7 @@ def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple
     recipe, onnx = str(folder / "recipe.json"), str(folder / "model.onnx")
     flags = (["--symmetric"] if args.target == "trt" else []) + (["--bias-correction"] if args.bias_correction else [])
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
-                 "--first-conv-bits", str(args.first_conv_bits),
+                 "--first-conv-bits", str(args.first_conv_bits), "--qkv", args.qkv,
                  "--dqc-iters", str(args.dqc_iters), "--dqc-batch", str(args.dqc_batch),
                  "--dqc-patch", str(args.dqc_patch), "--calib-data", args.calib_data, "--crops", str(args.crops),
                  "--out", recipe, *flags]
