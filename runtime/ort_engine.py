@@ -43,8 +43,9 @@ class OrtOptions:
     per physical core). ``optimization``: one of OPT_LEVELS. ``providers``: keys of
     PROVIDERS in priority order. ``save_optimized``: write the optimized graph next to the
     model as ``<stem>.ort-opt.onnx`` (what actually ran, for reproducibility).
-    ``exact_integer``: run the exact U8U8 kernels where ``needs_u8u8_kernels`` says U8S8 could
-    saturate (False keeps ONNX Runtime's default kernels, as its own tools run them).
+    ``exact_integer``: run the exact U8U8 kernels where ``needs_u8u8_kernels`` says the model's U8S8
+    kernels could saturate on a CPU that ``u8s8_can_saturate`` (False keeps ONNX Runtime's default
+    kernels, as its own tools run them).
     ``profile``: record ONNX Runtime's per-node profile (read it with ``OrtEngine.op_times``)."""
 
     threads: int = 0
@@ -84,6 +85,23 @@ def needs_u8u8_kernels(model: onnx.ModelProto) -> bool:
             if values.size and int(np.abs(values.astype(np.int32)).max()) > U8S8_EXACT_MAX_ABS_WEIGHT:
                 return True
     return False
+
+
+def u8s8_can_saturate(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU's ONNX Runtime U8S8 GEMM could saturate: x86 without AVX512-VNNI / AVX-VNNI.
+
+    With VNNI, MLAS multiplies u8 x s8 with ``vpdpbusd``, which adds four products straight into
+    int32 (exact); without it, ``vpmaddubsw`` adds pairs in saturating int16. ``cpuinfo``: the text
+    of ``/proc/cpuinfo`` (read when None). Where the CPU cannot be read, True: the exact kernels."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return True
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    if flags is None:  # not an x86 /proc/cpuinfo: no evidence of VNNI
+        return True
+    return not ({"avx512_vnni", "avx_vnni"} & set(flags))
 
 
 def _value_elem_type(model: onnx.ModelProto, name: str) -> int | None:
@@ -136,13 +154,13 @@ class OrtEngine(Engine):
         # u8*s8 pairs in int16 and drifts up to 4 LSB from the QDQ graph it fused, measured in
         # docs/export-ort-fusion.md) run the slower exact U8U8 kernels; the engine must compute
         # what calibration simulated. Elsewhere keep U8S8, the only integer path that is faster
-        # than FP32 on AVX2 (docs/speed.md).
+        # than FP32 on AVX2, and exact on VNNI CPUs whatever the weights (docs/speed.md).
         try:
             model = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError and friends for a broken file
             raise SrqError(f"{self.path}: ONNX Runtime cannot load it: not an ONNX model "
                            f"({type(exc).__name__})") from exc
-        self.u8u8_kernels = options.exact_integer and needs_u8u8_kernels(model)
+        self.u8u8_kernels = options.exact_integer and needs_u8u8_kernels(model) and u8s8_can_saturate()
         if self.u8u8_kernels:
             so.add_session_config_entry("session.x64quantprecision", "1")
         # Idle worker threads must not spin: interleaved latency runs of two sessions on few

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from srq.runtime.ort_engine import OrtEngine, OrtOptions, needs_u8u8_kernels
+from srq.runtime.ort_engine import OrtEngine, OrtOptions, needs_u8u8_kernels, u8s8_can_saturate
 
 CIN, COUT, HW = 32, 12, 16  # COUT = 3 * 2 * 2: DepthToSpace to an x2 RGB output
 X_SCALE, Y_SCALE = np.float32(1 / 255), np.float32(0.05)
@@ -68,14 +68,6 @@ def _run_fused(path: Path, x: np.ndarray, precision: bool) -> np.ndarray:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
 
 
-def _no_vnni() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx2" in flags and "vnni" not in flags
-
-
 X = np.random.default_rng(2).random((1, 3, HW, HW), dtype=np.float32)
 
 
@@ -88,15 +80,28 @@ def test_small_s8_weights_keep_the_fast_kernel_and_stay_exact(tmp_path):
         np.testing.assert_array_equal(eng.run(X), _run_unfused(path, X))
 
 
-def test_full_range_s8_weights_switch_to_exact_kernels(tmp_path):
+def test_full_range_s8_weights_switch_to_exact_kernels_where_u8s8_saturates(tmp_path):
+    """Full-range s8 weights: on x86 without VNNI the engine switches to U8U8 (U8S8 drifts there); with
+    VNNI it keeps U8S8, which is exact. The engine's output equals the unfused graph either way."""
     path = _qdq_conv(tmp_path / "s8_full.onnx", *_weights(-128, 127, np.int8))
     assert needs_u8u8_kernels(onnx.load(path))
     unfused = _run_unfused(path, X)
     with OrtEngine(path, OrtOptions(threads=1, save_optimized=False)) as eng:
-        assert eng.u8u8_kernels is True
+        assert eng.u8u8_kernels is u8s8_can_saturate()
         np.testing.assert_array_equal(eng.run(X), unfused)
-    if _no_vnni():  # the reason for the switch: U8S8 saturates on AVX2 without VNNI
-        assert not np.array_equal(_run_fused(path, X, precision=False), unfused)
+    fast = _run_fused(path, X, precision=False)
+    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if not u8s8_can_saturate():  # vpdpbusd: exact without the switch
+        np.testing.assert_array_equal(fast, unfused)
+    elif " avx2" in cpu:  # the reason for the switch: vpmaddubsw's int16 pairs saturate here
+        assert not np.array_equal(fast, unfused)
+
+
+@pytest.mark.parametrize(("flags", "saturates"), [("fpu avx2 fma", True), ("avx2 avx512f avx512_vnni", False),
+                                                  ("avx2 avx_vnni", False)])
+def test_u8s8_saturation_follows_the_cpu_flags(flags, saturates):
+    assert u8s8_can_saturate(f"processor\t: 0\nflags\t\t: {flags}\n") is saturates
+    assert u8s8_can_saturate("processor\t: 0\nFeatures\t: fp asimd\n") is True  # no x86 flags: the safe answer
 
 
 def test_u8_weights_and_int8_activations(tmp_path):
