@@ -85,6 +85,7 @@ class Cell:
     conv_output_bits: int = 8  # `srq calibrate --conv-output-bits` (0 = conv outputs not requantized)
     float_output: tuple[str, ...] = ()  # `srq calibrate --float-output` globs
     qkv: str = "split"  # `srq calibrate --qkv` (SwinIR)
+    layer_bits: tuple[str, ...] = ()  # `srq calibrate --layer-bits` rules (mixed precision)
 
     @property
     def label(self) -> str:
@@ -94,6 +95,8 @@ class Cell:
             label += f", {' '.join(self.float_output)} float out"
         if self.qkv != "split":
             label += f", qkv {self.qkv}"
+        if self.layer_bits:
+            label += f", {' '.join(self.layer_bits)}"
         if not self.dqc_iters:
             return label
         return f"{label}+DQC({self.dqc_iters}, b{self.dqc_batch}, p{self.dqc_patch})"
@@ -110,6 +113,8 @@ class Cell:
             argv += ["--float-output", glob]
         if self.qkv != "split":
             argv += ["--qkv", self.qkv]
+        for rule in self.layer_bits:
+            argv += ["--layer-bits", rule]
         if self.dqc_iters:
             argv += ["--dqc-iters", str(self.dqc_iters), "--dqc-batch", str(self.dqc_batch),
                      "--dqc-patch", str(self.dqc_patch)]
@@ -118,7 +123,7 @@ class Cell:
     def key(self, fingerprint: str) -> str:
         """Identity of the calibration: the settings that change the recipe, and the weights' fingerprint."""
         fields = asdict(self) | {"model": fingerprint}
-        for name, default in (("conv_output_bits", 8), ("float_output", ()), ("qkv", "split")):
+        for name, default in (("conv_output_bits", 8), ("float_output", ()), ("qkv", "split"), ("layer_bits", ())):
             if fields[name] == default:  # keys of cells from before the option stay valid
                 del fields[name]
         if not self.dqc_iters:
@@ -208,7 +213,8 @@ def run_grid(args: argparse.Namespace) -> int:
         model = load_model(spec)
         cells = [Cell(spec, "fp", "fp")] if not args.no_fp else []
         cells += [Cell(spec, bits, method, n, args.dqc_batch if n else 8, args.dqc_patch if n else 48, args.seed,
-                       args.conv_output_bits, tuple(args.float_output), args.qkv) for bits in args.bits for method in args.methods for n in args.dqc]
+                       args.conv_output_bits, tuple(args.float_output), args.qkv, tuple(args.layer_bits))
+                  for bits in args.bits for method in args.methods for n in args.dqc]
         for cell in cells:
             key = cell.key(model.fingerprint)
             todo = [s for s in args.sets if (key, Path(s).name) not in done]
@@ -475,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--float-output", nargs="+", default=[], metavar="GLOB",
                    help="srq calibrate --float-output globs (convs that keep a float output, e.g. LR_conv)")
     g.add_argument("--qkv", choices=("split", "fused"), default="split", help="srq calibrate --qkv (SwinIR)")
+    g.add_argument("--layer-bits", nargs="+", default=[], metavar="GLOB=wNaM",
+                   help="srq calibrate --layer-bits rules (mixed precision, e.g. LR_conv=w8a8)")
     g.add_argument("--no-fp", action="store_true", help="skip the FP reference rows")
     g.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     g.add_argument("--results", type=Path, default=RESULTS)

@@ -37,13 +37,18 @@ Policies (``PlacementConfig.policy``):
 
 Layers are found by one traced forward pass (leaf-module call order and input sizes), so a
 functional ``F.interpolate`` in the forward is seen through the sizes. ``include`` / ``exclude``
-globs on module paths override the policy (exclude wins). Sites whose name matches
+globs on module paths override the policy (exclude wins). ``layer_bits`` rules ``GLOB=wNaM`` give the
+matching layers (a SwinIR window attention as a whole, by its ``attn`` path) other weight / input
+bits: mixed precision, e.g. the few layers ``benchmarks/site_sensitivity.py`` finds most sensitive at
+8 bits in a W4A4 model; conv-output requantizations keep ``conv_output_bits`` and the first conv
+``first_conv_bits``. Sites whose name matches
 ``one_direction_sites`` get 2DQuant's one-direction bound search (post-softmax A and the
 post-GELU fc2 input by default).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -83,6 +88,7 @@ class PlacementConfig:
     float_output: tuple[str, ...] = ()  # globs: quantized convs that keep a float output (ConvInteger)
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
+    layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -93,6 +99,24 @@ class PlacementConfig:
         for bits in (self.conv_output_bits, self.first_conv_bits):
             if bits is not None:
                 QuantFormat(bits)
+        for rule in self.layer_bits:
+            _layer_bits_rule(rule)
+
+    def for_layer(self, path: str) -> PlacementConfig:
+        """This config with the weight / input bits of the last ``layer_bits`` rule matching ``path``."""
+        bits = [_layer_bits_rule(r)[1:] for r in self.layer_bits if fnmatchcase(path, _layer_bits_rule(r)[0])]
+        return self if not bits else replace(self, w_bits=bits[-1][0], a_bits=bits[-1][1])
+
+
+_LAYER_BITS = re.compile(r"(.+)=w([2-8])a([2-8])")
+
+
+def _layer_bits_rule(rule: str) -> tuple[str, int, int]:
+    """``"IMDB*.c5=w8a8"`` -> ``("IMDB*.c5", 8, 8)``; ``SrqError`` for anything else."""
+    m = _LAYER_BITS.fullmatch(rule.strip())
+    if m is None:
+        raise SrqError(f"layer bits {rule!r}: expected GLOB=wNaM with N, M between 2 and 8 (e.g. 'LR_conv=w8a8')")
+    return m.group(1), int(m.group(2)), int(m.group(3))
 
 
 def _is_window_attention(m: nn.Module) -> bool:
@@ -221,11 +245,15 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     paths = [p for p in attn + layers if not _glob(p, cfg.exclude)]
     if not paths:
         raise SrqError(f"placement policy {cfg.policy!r} with the given include/exclude placed no quantizer")
-    overrides = {p: _float_output(cfg) for p in paths if _glob(p, cfg.float_output)
-                 and isinstance(model.get_submodule(p), nn.Conv2d)}
-    unmatched = [g for g in cfg.float_output if not any(fnmatchcase(p, g) for p in overrides)]
+    floats = [p for p in paths if _glob(p, cfg.float_output) and isinstance(model.get_submodule(p), nn.Conv2d)]
+    unmatched = [g for g in cfg.float_output if not any(fnmatchcase(p, g) for p in floats)]
     if unmatched:
         raise SrqError(f"float_output {', '.join(unmatched)}: matches no quantized Conv2d of this model")
+    unmatched = [r for r in cfg.layer_bits if not any(fnmatchcase(p, _layer_bits_rule(r)[0]) for p in paths)]
+    if unmatched:
+        raise SrqError(f"layer_bits {', '.join(unmatched)}: matches no quantized layer of this model")
+    overrides = {p: cfg.for_layer(p) for p in paths if cfg.for_layer(p) != cfg}
+    overrides |= {p: _float_output(overrides.get(p, cfg)) for p in floats}
     if first in paths:
         b = cfg.first_conv_bits
         overrides[first] = _float_output(replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True))

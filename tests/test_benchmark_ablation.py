@@ -56,7 +56,7 @@ def test_grid_resumes_and_renders(shared_data, tmp_path, monkeypatch):
 
 
 def test_new_cell_options_keep_old_keys_and_name_their_rows():
-    """Options added to the grid later (conv outputs, float outputs, qkv layout) leave the keys of cells run
+    """Options added to the grid later (conv outputs, float outputs, qkv layout, layer bits) leave the keys of cells run
     before them unchanged, so a resumed grid does not redo them, and show up in the row name and
     the `srq calibrate` command when set."""
     ablation = _ablation()
@@ -69,3 +69,8 @@ def test_new_cell_options_keep_old_keys_and_name_their_rows():
     fused = ablation.Cell("swinir-light-x2", "w4a4", "sorted", qkv="fused")
     assert fused.key("f") != ablation.Cell("swinir-light-x2", "w4a4", "sorted").key("f")
     assert fused.label == "sorted, qkv fused" and fused.calibrate_argv(Path("r.json"))[-2:] == ["--qkv", "fused"]
+    mixed = ablation.Cell("m.pth", "w4a4", "sorted", layer_bits=("LR_conv=w8a8",))
+    assert plain.key("f") == ablation.Cell("m.pth", "w8a8", "sorted", layer_bits=()).key("f")
+    assert mixed.key("f") != ablation.Cell("m.pth", "w4a4", "sorted").key("f")
+    assert mixed.label == "sorted, LR_conv=w8a8"
+    assert mixed.calibrate_argv(Path("r.json"))[-2:] == ["--layer-bits", "LR_conv=w8a8"]

@@ -203,3 +203,33 @@ def test_fused_qkv_places_12_quantizers_per_block_and_matches_split_at_phase_1(s
         torch.testing.assert_close(models["fused"](x), models["split"](x), rtol=0, atol=1e-5)
     with pytest.raises(SrqError, match="qkv layout"):
         PlacementConfig(qkv="merged")
+
+
+def test_layer_bits_rules_set_weight_and_input_bits_of_matching_layers(swinir_light):
+    """Mixed precision: the last matching ``GLOB=wNaM`` rule wins; conv outputs keep ``conv_output_bits``;
+    with ``float_output`` the 8-bit asymmetric weights of a matched conv turn symmetric (ConvInteger)."""
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    cfg = PlacementConfig(policy="body", layer_bits=("IMDB*.c5=w8a8", "IMDB2.c5=w6a8", "LR_conv=w8a8"),
+                          float_output=("LR_conv",))
+    sites = place_quantizers(model, cfg, torch.rand(1, 3, 12, 12))
+    bits = {n: q.fmt.bits for n, q in sites.items()}
+    assert (bits["IMDB1.c5.weight_q"], bits["IMDB1.c5.input_q"]) == (8, 8)
+    assert (bits["IMDB2.c5.weight_q"], bits["IMDB2.c5.input_q"]) == (6, 8)
+    assert (bits["IMDB1.c4.weight_q"], bits["IMDB1.c4.input_q"], bits["IMDB1.c4.output"]) == (4, 4, 8)
+    assert bits["IMDB1.c5.output"] == 8 and not sites["IMDB1.c5.weight_q"].fmt.symmetric
+    assert bits["LR_conv.weight_q"] == 8 and sites["LR_conv.weight_q"].fmt.symmetric and "LR_conv.output" not in sites
+    assert model.LR_conv.integer_float_output()
+    swin = copy.deepcopy(swinir_light)
+    sites = place_quantizers(swin, PlacementConfig(policy="2dquant", qkv="fused", layer_bits=("layers.0.*=w8a8",)),
+                             torch.rand(1, 3, 16, 16))
+    first, later = "layers.0.residual_group.blocks.0", "layers.1.residual_group.blocks.0"
+    assert {sites[f"{first}.{s}"].fmt.bits for s in ("attn.qkv.weight_q", "attn.matmul_qk.input_a", "mlp.fc2.input_q")} == {8}
+    assert {sites[f"{later}.{s}"].fmt.bits for s in ("attn.qkv.weight_q", "attn.matmul_qk.input_a", "mlp.fc2.input_q")} == {4}
+
+
+@pytest.mark.parametrize(("rule", "message"), [("LR_conv=w9a8", "expected GLOB=wNaM"), ("LR_conv", "expected GLOB=wNaM"),
+                                               ("LRconv=w8a8", "LRconv=w8a8: matches no quantized layer")])
+def test_bad_or_unmatched_layer_bits_rules_are_refused(rule, message):
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    with pytest.raises(SrqError, match=message):
+        place_quantizers(model, PlacementConfig(policy="body", layer_bits=(rule,)), torch.rand(1, 3, 12, 12))

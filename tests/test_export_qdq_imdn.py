@@ -39,17 +39,18 @@ def _weights(shared_data):
 
 @pytest.fixture(scope="module")
 def recipes(shared_data, lr_images):
-    """(bits, first_conv_bits, float_output) -> recipe (policy body) calibrated on 32x32 crops of the
-    first two Set5 images."""
+    """(bits, first_conv_bits, float_output, layer_bits) -> recipe (policy body) calibrated on 32x32 crops
+    of the first two Set5 images."""
     model = load_model(_weights(shared_data))
     crops = [im[:, :, :32, :32] for im in lr_images[:2]]
     made = {}
 
-    def get(bits: int, first_conv_bits: int | None = None, float_output: tuple[str, ...] = ()):
-        key = bits, first_conv_bits, float_output
+    def get(bits: int, first_conv_bits: int | None = None, float_output: tuple[str, ...] = (),
+            layer_bits: tuple[str, ...] = ()):
+        key = bits, first_conv_bits, float_output, layer_bits
         if key not in made:
             cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits, first_conv_bits=first_conv_bits,
-                                              float_output=float_output), data="Set5 LR 32x32")
+                                              float_output=float_output, layer_bits=layer_bits), data="Set5 LR 32x32")
             made[key] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
         return made[key]
     return get
@@ -178,16 +179,22 @@ def test_output_parity(shared_data, lr_images, recipes, bits, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("bits", "float_output"), [(8, ()), (4, ()), (8, ("LR_conv",))],
-                         ids=["w8a8", "w4a4", "w8a8-LR_conv-float"])
+@pytest.mark.parametrize(("bits", "float_output", "layer_bits"),
+                         [(8, (), ()), (4, (), ()), (8, ("LR_conv",), ()),
+                          (4, ("LR_conv",), ("LR_conv=w8a8", "IMDB*.c5=w8a8", "c.0=w8a8"))],
+                         ids=["w8a8", "w4a4", "w8a8-LR_conv-float", "w4a4-mixed-8bit"])
 def test_output_parity_is_exact_with_the_first_conv_quantized(shared_data, lr_images, recipes, bits, float_output,
-                                                               tmp_path):
+                                                               layer_bits, tmp_path):
     """With ``first_conv_bits=8`` the first conv is an integer ``ConvInteger`` with a float output
     (exact accumulator, then the same Cast and float32 multiply as calib), and the CCA sigmoids are
     calib's tables, so every level matches on Set5 and demo tiles and what is left is the float32
     rounding of the FP upsampler (~137 dB). ``float_output`` convs (the body-end ``LR_conv``, whose
-    8-bit weights become symmetric for it) run the same way."""
-    recipe = recipes(bits, 8, float_output)
+    8-bit weights become symmetric for it) run the same way, also in a mixed W4A4 model whose
+    ``layer_bits`` layers are 8-bit."""
+    recipe = recipes(bits, 8, float_output, layer_bits)
+    if layer_bits:
+        assert {recipe.site(f"{p}.weight_q").bits for p in ("LR_conv", "IMDB3.c5", "c.0")} == {8}
+        assert recipe.site("IMDB3.c4.weight_q").bits == 4
     names = {s.name for s in recipe.sites}
     assert "fea_conv.output" not in names and all(f"{p}.output" not in names for p in float_output)
     assert all(recipe.site(f"{p}.weight_q").symmetric for p in float_output)

@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "output requantization, symmetric weights where the weight levels would not fit int8, "
                         "run by the engine as ConvInteger, exactly as calibrated. For the conv that closes "
                         "the body before an FP upsampler, e.g. IMDN's 'LR_conv'")
+    p.add_argument("--layer-bits", action="append", default=[], metavar="GLOB=wNaM",
+                   help="other weight / input bits for the quantized layers whose module path matches "
+                        "(repeatable, last match wins): mixed precision, e.g. 'LR_conv=w8a8' in a W4A4 model. "
+                        "benchmarks/site_sensitivity.py finds the layers that cost the most")
     p.add_argument("--qkv", choices=("split", "fused"), default="split",
                    help="SwinIR's qkv Linear: split into Q, K, V with an input quantizer each (2DQuant, default) or "
                         "kept fused with one: same bounds at phase 1, and the engine runs one integer GEMM instead of "
@@ -88,6 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
+    from collections import Counter
 
     from srq.calib import CalibConfig, DQCConfig, ModelInfo, PlacementConfig, SearchConfig, calibrate, calibration_crops
     from srq.errors import SrqError
@@ -107,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                                 include=tuple(args.include), exclude=tuple(args.exclude),
                                 conv_output_bits=args.conv_output_bits or None,
                                 first_conv_bits=args.first_conv_bits or None,
-                                float_output=tuple(args.float_output), qkv=args.qkv)
+                                float_output=tuple(args.float_output), qkv=args.qkv,
+                                layer_bits=tuple(args.layer_bits))
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)
@@ -118,9 +124,12 @@ def run(args: argparse.Namespace) -> int:
     recipe.save(args.out)
     kinds = [s.kind for s in recipe.sites]
     outputs = sum(s.name.endswith(".output") for s in recipe.sites)
+    widths = Counter(s.bits for s in recipe.sites if s.kind == "weight")
     print(f"{model.arch} x{model.scale}: W{w_bits}A{a_bits} {args.method}"
           f"{' + beta' if args.bias_correction else ''}, policy {policy}, {len(kinds)} sites "
-          f"({kinds.count('weight')} weight, {kinds.count('activation') - outputs} input, {outputs} conv output)")
+          f"({kinds.count('weight')} weight, {kinds.count('activation') - outputs} input, {outputs} conv output)"
+          + (f"; layers by weight bits: {', '.join(f'{n} at {b}' for b, n in sorted(widths.items()))}"
+             if len(widths) > 1 else ""))
     if args.dqc_iters:
         r = recipe.calibration.settings["dqc_result"]
         print(f"DQC: {recipe.calibration.iterations}/{args.dqc_iters} iterations"
