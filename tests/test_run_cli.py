@@ -27,6 +27,10 @@ def test_run_passes_and_fails_on_gates(shared_data, tmp_path):
         assert isinstance(s[key], float), key
     assert s["psnr_drop"] <= 1.0 and s["parity_psnr"] >= 50.0
     assert "PASSED" in ok.stdout and "report.html" in ok.stdout
+    recipe = json.loads((folder / "recipe.json").read_text())  # 8-bit weights: symmetric int8 by default
+    weights = [site for site in recipe["sites"] if site["kind"] == "weight"]
+    assert recipe["placement"]["weight_symmetric"] is True and weights
+    assert all(site["symmetric"] and site["qmin"] == -127 and site["qmax"] == 127 for site in weights)
 
     bad = _run(shared_data, tmp_path / "bad", "--min-speedup", "100")
     assert bad.returncode == 1
@@ -56,3 +60,12 @@ def test_default_run_on_builtin_model_and_data(tmp_path):
     assert recipe["placement"]["qkv"] == "fused" and any(site["name"].endswith("attn.qkv.input_q")
                                                          for site in recipe["sites"])
     assert "w4a4: PASSED" in done.stdout and "report.html" in done.stdout
+
+
+def test_run_refuses_bad_bits_before_writing(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "srq", "run", "--bits", "w8a8,w9a9", "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--bits" in done.stderr and "w9a9" in done.stderr
+    assert not out.exists()
