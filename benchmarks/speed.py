@@ -12,6 +12,10 @@ For each net, at one 128x128 LR tile, 1 intra-op thread, ``ORT_ENABLE_ALL``, thr
   quality does not change the graph or its speed) then ``srq export --target ort``;
 * SwinIR's srq rows use ``--qkv fused`` (one qkv GEMM, one input quantizer); ``srq W8A8 qkv split``
   is 2DQuant's layout (three GEMMs and a Concat), the default of ``srq calibrate``;
+* ``srq W8A8 sw``: ``--symmetric-weights`` at 8 bits, the default of ``srq run``: int8 weights with zero
+  point 0, so ORT runs its U8S8 kernels (exact on AVX-512 VNNI / AVX-VNNI CPUs; elsewhere the engine
+  sets ``x64quantprecision`` and runs the exact U8U8 ones);
+* PAN's ``srq W8A8 sw all``: the same with ``--policy all`` (its HR-side convs quantized too);
 * ``srq W7A8 sw``: ``srq calibrate --bits w7a8 --symmetric-weights``: 8-bit asymmetric activations,
   symmetric 7-bit weights (``|q| <= 63``), the format for which ORT's fast U8S8 x86 kernels are
   exact without VNNI (srq's W<=7 weights are stored as int8 ``q - zp``, zp 0; 8-bit asymmetric
@@ -50,10 +54,11 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT.parent / "shared" / "data" / "weights"
-NETS = {  # label, model, extra `srq calibrate` flags of the srq rows
-    "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth"), ()),
-    "pan": ("PAN x4", str(WEIGHTS / "PAN" / "PANx4_DF2K.pth"), ()),
-    "swinir": ("SwinIR-light x2", "swinir-light-x2", ("--qkv", "fused")),
+NETS = {  # label, model, extra `srq calibrate` flags of the srq rows, extra rows {engine: (bits, flags)}
+    "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth"), (), {}),
+    "pan": ("PAN x4", str(WEIGHTS / "PAN" / "PANx4_DF2K.pth"), (),
+            {"srq W8A8 sw all": ("w8a8", ("--symmetric-weights", "--policy", "all"))}),
+    "swinir": ("SwinIR-light x2", "swinir-light-x2", ("--qkv", "fused"), {"srq W8A8 qkv split": ("w8a8", ())}),
 }
 TILE = (128, 128)
 BEGIN, END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->"
@@ -157,13 +162,13 @@ def bench_net(key: str, work: Path, runs: int, warmup: int, profile_runs: int) -
     from srq.runtime.latency import Timing
     from srq.runtime.ort_engine import OrtEngine, OrtOptions
 
-    label, spec, flags = NETS[key]
+    label, spec, flags, extra = NETS[key]
     fp = fp_onnx(spec, work / f"{key}_fp.onnx")
     paths = {"fp32": fp, "srq W8A8": srq_onnx(spec, "w8a8", work, key, *flags),
+             "srq W8A8 sw": srq_onnx(spec, "w8a8", work, key, "--symmetric-weights", *flags),
              "srq W7A8 sw": srq_onnx(spec, "w7a8", work, key, "--symmetric-weights", *flags),
              "srq W4A4": srq_onnx(spec, "w4a4", work, key, *flags)}
-    if "--qkv" in flags:
-        paths["srq W8A8 qkv split"] = srq_onnx(spec, "w8a8", work, key)
+    paths |= {name: srq_onnx(spec, bits, work, key, *more) for name, (bits, more) in extra.items()}
     paths["ORT qs W8A8"] = ort_quantized(fp, work / f"{key}_ortqs_w8a8.onnx")
     shipped = OrtOptions(threads=1, save_optimized=False)
     engines = {n: OrtEngine(p, shipped if n != "ORT qs W8A8" else OrtOptions(threads=1, save_optimized=False,
