@@ -47,7 +47,8 @@ Bias correction (2DQuant+, ``Q_beta(x) = Q(x - beta) + beta`` on an input site, 
 * attention MatMul (act x act): ``MatMul(A', B')`` of the shifted inputs stays integer and
   ``beta_a colsum(B') + beta_b rowsum(A') + K beta_a beta_b`` is added after it in float
   (``srq.export.qdq_nodes.add_matmul_shift_terms``), i.e. ``(A' + beta_a) @ (B' + beta_b)`` up to
-  float32 summation order. Measurements: docs/export-ort-fusion.md.
+  float32 summation order; before a row softmax (``Q @ K^T``) only the first term, the other two
+  being constant along the softmax axis. Measurements: docs/export-ort-fusion.md, docs/speed.md.
 """
 
 from __future__ import annotations

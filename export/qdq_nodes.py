@@ -311,6 +311,28 @@ def add_output_constant(graph: gs.Graph, producer: gs.Node, addend: np.ndarray, 
     return summed
 
 
+def feeds_row_softmax_only(graph: gs.Graph, t: gs.Tensor) -> bool:
+    """Whether every use of ``t`` ends in a Softmax over the last axis, reached only through Adds and
+    Reshapes that keep the last axis (known shapes; no graph output on the way): a term constant
+    along that axis cancels there."""
+    last = t.shape[-1] if t.shape else None
+    if not isinstance(last, int) or not t.outputs or t in graph.outputs:
+        return False
+    for node in t.outputs:
+        out = node.outputs[0] if node.outputs else None
+        if node.op == "Softmax":
+            axis = node.attrs.get("axis", -1)
+            if axis not in (-1, len(t.shape) - 1):
+                return False
+        elif node.op not in ("Add", "Reshape") or out is None or not out.shape or out.shape[-1] != last:
+            return False
+        elif node.op == "Reshape" and node.inputs[0] is not t:  # t must be the reshaped data, not the shape
+            return False
+        elif not feeds_row_softmax_only(graph, out):
+            return False
+    return True
+
+
 def add_matmul_shift_terms(graph: gs.Graph, matmul: gs.Node, beta_a: float | None, beta_b: float | None,
                            name: str) -> gs.Variable:
     """Make ``MatMul(A', B')`` of shifted inputs compute ``(A' + beta_a) @ (B' + beta_b)``; returns the sum.
@@ -319,8 +341,13 @@ def add_matmul_shift_terms(graph: gs.Graph, matmul: gs.Node, beta_a: float | Non
     (``K`` = the contraction size, from the input shapes) to the MatMul output in front of all its
     consumers; a missing beta is 0. ``A'``, ``B'``: the MatMul's inputs (the DQ outputs), ``(..., M, K)``
     and ``(..., K, N)``. The MatMul itself keeps its DQ inputs, so ONNX Runtime still fuses it.
+    Where the output only feeds a softmax over its last axis (``feeds_row_softmax_only``: SwinIR's
+    ``Q @ K^T``), the last two terms are constant along that axis and cancel in the softmax, so they
+    are left out: the same probabilities up to float32 rounding, two full-size Adds fewer.
     """
     a, b = matmul.inputs[:2]
+    if feeds_row_softmax_only(graph, matmul.outputs[0]):
+        beta_b = None
     terms: list[gs.Tensor] = []
     for beta, src, axis, tag in ((beta_a, b, -2, "a"), (beta_b, a, -1, "b")):
         if beta is None:

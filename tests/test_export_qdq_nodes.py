@@ -8,7 +8,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 
-from srq.export.qdq_nodes import (IntGrid, add_output_constant, dequantize_bias_input, dequantize_weight_input,
+from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, dequantize_bias_input, dequantize_weight_input,
                                   fold_into_bias, quantize_activation_input, set_metadata)
 
 
@@ -115,3 +115,30 @@ def test_metadata_props_set_and_replaced():
     set_metadata(model, {"srq.version": "1", "srq.target": "ort"})
     set_metadata(model, {"srq.target": "trt"})
     assert {p.key: p.value for p in model.metadata_props} == {"srq.version": "1", "srq.target": "trt"}
+
+
+@pytest.mark.parametrize("then", ["Softmax", "Relu"])
+def test_matmul_shift_terms_leave_out_what_a_row_softmax_cancels(then):
+    """``(A' + b_a) @ (B' + b_b)``: before a softmax over the last axis (through a bias Add) only the
+    ``b_a colsum(B')`` term is added, and the probabilities match the full product; before anything
+    else every term is added and the product itself matches."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 5, 4)).astype(np.float32), rng.normal(size=(2, 4, 6)).astype(np.float32)
+    bias = rng.normal(size=(5, 6)).astype(np.float32)
+    beta_a, beta_b = 0.7, -1.3
+    va, vb = gs.Variable("a", np.float32, a.shape), gs.Variable("b", np.float32, b.shape)
+    mm, biased, out = (gs.Variable(n, np.float32, (2, 5, 6)) for n in ("mm", "biased", "out"))
+    nodes = [gs.Node("MatMul", "mm", inputs=[va, vb], outputs=[mm]),
+             gs.Node("Add", "bias", inputs=[mm, gs.Constant("bias_c", bias)], outputs=[biased]),
+             gs.Node(then, "then", attrs={"axis": -1} if then == "Softmax" else {}, inputs=[biased], outputs=[out])]
+    graph = gs.Graph(nodes=nodes, inputs=[va, vb], outputs=[out], opset=21)
+    add_matmul_shift_terms(graph, nodes[0], beta_a, beta_b, "s")
+    (got,) = _run(graph, {"a": a, "b": b})
+    logits = (a.astype(np.float64) + beta_a) @ (b.astype(np.float64) + beta_b) + bias
+    if then == "Softmax":
+        want = np.exp(logits - logits.max(-1, keepdims=True))
+        want /= want.sum(-1, keepdims=True)
+    else:
+        want = np.maximum(logits, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert [n.op for n in graph.nodes].count("ReduceSum") == (1 if then == "Softmax" else 2)
