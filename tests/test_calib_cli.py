@@ -75,3 +75,21 @@ def test_exclude_and_include_globs_override_the_policy(tmp_path, shared_data):
     assert excluded == body - {"mid_part.0", "mid_part.2"}
     assert layers("--include", "first_part.*", "--exclude", "nothing") == body | {"first_part.0"}
     assert layers("--first-conv-bits", "8") == body | {"first_part.0"}
+
+
+def test_layer_bits_give_matching_layers_other_bits_and_bad_rules_write_nothing(tmp_path, shared_data):
+    weights = str(shared_data / "weights" / "FSRCNN" / "fsrcnn_x2.pth")
+    common = ["--bits", "w4a4", "--calib-data", str(shared_data / "benchmarks" / "Set5"), "--crops", "2",
+              "--crop-size", "16"]
+    out = tmp_path / "mixed.json"
+    r = _srq("calibrate", weights, *common, "--layer-bits", "mid_part.0=w8a8", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    bits = {s["name"]: s["bits"] for s in doc["sites"]}
+    assert bits["mid_part.0.weight_q"] == bits["mid_part.0.input_q"] == 8 and bits["mid_part.2.weight_q"] == 4
+    assert doc["placement"]["layer_bits"] == ["mid_part.0=w8a8"] and "layers by weight bits:" in r.stdout
+    for rule, message in (("mid_part.0=w9a8", "expected GLOB=wNaM"), ("nothing=w8a8", "matches no quantized layer")):
+        bad = tmp_path / "bad" / "r.json"
+        r = _srq("calibrate", weights, *common, "--layer-bits", rule, "--out", str(bad))
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert not (tmp_path / "bad").exists()

@@ -16,6 +16,7 @@ examples:
   srq calibrate IMDN_x2.pth --bits w8a8 --out imdn_w8a8.json
   srq calibrate IMDN_x2.pth --bits w4a4 --bias-correction --dqc-iters 200 --out imdn_w4a4.json
   srq calibrate IMDN_x2.pth --bits w8a8 --exclude '*.cca.*' --out imdn_w8a8_nocca.json
+  srq calibrate IMDN_x2.pth --bits w4a4 --layer-bits 'IMDB*.c5=w8a8' --layer-bits 'LR_conv=w8a8' --out mixed.json
   srq eval IMDN_x2.pth --data Set5 --recipe imdn_w4a4.json
 """
 
