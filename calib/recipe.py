@@ -10,7 +10,8 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
       "schema": "srq.recipe", "schema_version": 2, "srq_version": "0.1.0",
       "model": {"arch": "SwinIR", "scale": 2, "fingerprint": "<sha256 of the FP state dict>"},
       "placement": {"policy": "2dquant", "w_bits": 4, "a_bits": 4, "symmetric": false,
-                    "weight_symmetric": false, "weight_granularity": "channel", "include": [],
+                    "weight_symmetric": false, "weight_symmetric_8bit": false,
+                    "weight_granularity": "channel", "include": [],
                     "exclude": [], "one_direction": true, "one_direction_sites": [...],
                     "bias_correction": false, "simulate_int32_bias": true, "conv_output_bits": 8,
                     "first_conv_bits": null, "float_output": [], "sigmoid_tables": true, "qkv": "split",
@@ -37,8 +38,9 @@ Per-tensor values are JSON numbers (float32 values written exactly); per-channel
 ``(C,)`` arrays in the sidecar under ``<site name>.<field>`` (``zero_point`` as int32).
 ``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
 range widened to include 0); the export uses them as they are. The placement's
-``weight_symmetric``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``, ``qkv`` and ``layer_bits``
-(added in 0.1.0 without a schema change) default to false / null / [] / false / "split" / [] when absent,
+``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
+``qkv`` and ``layer_bits`` (added in 0.1.0 without a schema change) default to false / false / null / [] /
+false / "split" / [] when absent,
 which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in

@@ -76,6 +76,7 @@ class PlacementConfig:
     a_bits: int = 4
     symmetric: bool = False  # TensorRT: zp 0, weights narrow range, activations full range
     weight_symmetric: bool = False  # weights only: zp 0, narrow range (ORT's fast U8S8 kernels, see docs/speed.md)
+    weight_symmetric_8bit: bool = False  # the same for the layers whose weights are 8-bit (e.g. by layer_bits)
     weight_granularity: Literal["channel", "tensor"] = "channel"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -184,11 +185,15 @@ def _glob(path: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _weight_q(layer: nn.Module, cfg: PlacementConfig, op: str, out_channels: int) -> FakeQuantizer:
-    sym = cfg.symmetric or cfg.weight_symmetric
+    sym = _symmetric_weights(cfg)
     fmt = QuantFormat(cfg.w_bits, sym, narrow=sym)
     if cfg.weight_granularity == "channel":
         return FakeQuantizer("weight", fmt, op=op, channels=out_channels, axis=0)
     return FakeQuantizer("weight", fmt, op=op)
+
+
+def _symmetric_weights(cfg: PlacementConfig) -> bool:
+    return cfg.symmetric or cfg.weight_symmetric or (cfg.weight_symmetric_8bit and cfg.w_bits == 8)
 
 
 def _act_q(cfg: PlacementConfig, op: str, bits: int | None = None) -> FakeQuantizer:
@@ -264,7 +269,7 @@ def _float_output(cfg: PlacementConfig) -> PlacementConfig:
     """``cfg`` for a conv that keeps a float output: no output quantizer, and symmetric weights where
     its weight levels would not fit int8 otherwise (8-bit asymmetric), so that the engine runs it
     as ``ConvInteger`` and reproduces calibration exactly."""
-    weight = QuantFormat(cfg.w_bits, cfg.symmetric or cfg.weight_symmetric)
+    weight = QuantFormat(cfg.w_bits, _symmetric_weights(cfg))
     fits = integer_conv_with_float_output(weight, QuantFormat(cfg.a_bits, cfg.symmetric), None)
     return replace(cfg, conv_output_bits=None, weight_symmetric=cfg.weight_symmetric or not fits)
 

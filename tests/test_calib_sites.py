@@ -227,6 +227,16 @@ def test_layer_bits_rules_set_weight_and_input_bits_of_matching_layers(swinir_li
     assert {sites[f"{later}.{s}"].fmt.bits for s in ("attn.qkv.weight_q", "attn.matmul_qk.input_a", "mlp.fc2.input_q")} == {4}
 
 
+def test_symmetric_8bit_weights_apply_to_the_8bit_layers_only():
+    model = IMDN(nf=16, num_modules=2, scale=2).eval()
+    cfg = PlacementConfig(policy="body", layer_bits=("*.c5=w8a8",), weight_symmetric_8bit=True)
+    sites = place_quantizers(model, cfg, torch.rand(1, 3, 12, 12))
+    fmt = sites["IMDB1.c5.weight_q"].fmt
+    assert (fmt.bits, fmt.symmetric, fmt.qmin, fmt.qmax) == (8, True, -127, 127)
+    assert not sites["IMDB1.c4.weight_q"].fmt.symmetric and sites["IMDB1.c4.weight_q"].fmt.bits == 4
+    assert not sites["IMDB1.c5.input_q"].fmt.symmetric  # activations keep their asymmetric grid
+
+
 @pytest.mark.parametrize(("rule", "message"), [("LR_conv=w9a8", "expected GLOB=wNaM"), ("LR_conv", "expected GLOB=wNaM"),
                                                ("LRconv=w8a8", "LRconv=w8a8: matches no quantized layer")])
 def test_bad_or_unmatched_layer_bits_rules_are_refused(rule, message):

@@ -40,7 +40,8 @@ def _weights(shared_data):
 @pytest.fixture(scope="module")
 def recipes(shared_data, lr_images):
     """(bits, first_conv_bits, float_output, layer_bits) -> recipe (policy body) calibrated on 32x32 crops
-    of the first two Set5 images."""
+    of the first two Set5 images; with layer_bits the 8-bit layers get symmetric weights (srq run's
+    format)."""
     model = load_model(_weights(shared_data))
     crops = [im[:, :, :32, :32] for im in lr_images[:2]]
     made = {}
@@ -50,7 +51,8 @@ def recipes(shared_data, lr_images):
         key = bits, first_conv_bits, float_output, layer_bits
         if key not in made:
             cfg = CalibConfig(PlacementConfig(policy="body", w_bits=bits, a_bits=bits, first_conv_bits=first_conv_bits,
-                                              float_output=float_output, layer_bits=layer_bits), data="Set5 LR 32x32")
+                                              float_output=float_output, layer_bits=layer_bits,
+                                              weight_symmetric_8bit=bool(layer_bits)), data="Set5 LR 32x32")
             made[key] = calibrate(model.module, cfg, crops, ModelInfo.of(model))
         return made[key]
     return get
@@ -194,6 +196,7 @@ def test_output_parity_is_exact_with_the_first_conv_quantized(shared_data, lr_im
     recipe = recipes(bits, 8, float_output, layer_bits)
     if layer_bits:
         assert {recipe.site(f"{p}.weight_q").bits for p in ("LR_conv", "IMDB3.c5", "c.0")} == {8}
+        assert all(recipe.site(f"{p}.weight_q").symmetric for p in ("LR_conv", "IMDB3.c5", "c.0"))
         assert recipe.site("IMDB3.c4.weight_q").bits == 4
     names = {s.name for s in recipe.sites}
     assert "fea_conv.output" not in names and all(f"{p}.output" not in names for p in float_output)

@@ -59,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="symmetric narrow-range weights only (zero point 0; activations stay asymmetric). "
                         "With --bits w7a8 the weights fit |q| <= 63, so ONNX Runtime runs its fast U8S8 "
                         "kernels exactly on x86 without VNNI (docs/speed.md)")
+    p.add_argument("--symmetric-8bit-weights", action="store_true",
+                   help="symmetric narrow-range weights on the layers whose weights are 8-bit (all of them "
+                        "with --bits w8aM, the --layer-bits ones in a mixed recipe): int8 with zero point 0, "
+                        "which ONNX Runtime runs with its fast U8S8 kernels, exactly on VNNI CPUs (srq run's default)")
     p.add_argument("--conv-output-bits", type=int, default=8, metavar="B",
                    help="bits of each quantized conv's output requantization (ORT QLinearConv; default 8, 0 = none)")
     p.add_argument("--first-conv-bits", type=int, default=0, metavar="B",
@@ -109,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     w_bits, a_bits = args.bits
     placement = PlacementConfig(policy=policy, w_bits=w_bits, a_bits=a_bits, symmetric=args.symmetric,
                                 weight_symmetric=args.symmetric_weights,
+                                weight_symmetric_8bit=args.symmetric_8bit_weights,
                                 bias_correction=args.bias_correction,
                                 include=tuple(args.include), exclude=tuple(args.exclude),
                                 conv_output_bits=args.conv_output_bits or None,

@@ -55,9 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SwinIR's qkv Linear (see srq calibrate): fused, one input quantizer and one integer GEMM "
                         "(default: the faster engine); split = 2DQuant's three")
     p.add_argument("--symmetric-8bit-weights", action=argparse.BooleanOptionalAction, default=True,
-                   help="8-bit weights symmetric, int8 with zero point 0 (srq calibrate --symmetric-weights): "
-                        "ONNX Runtime's fast U8S8 kernels, exact on VNNI CPUs (default on; <= 7-bit weights are "
-                        "int8 either way)")
+                   help="8-bit weights symmetric, int8 with zero point 0 (srq calibrate --symmetric-8bit-weights; "
+                        "also the 8-bit layers of --layer-bits): ONNX Runtime's fast U8S8 kernels, exact on VNNI CPUs "
+                        "(default on; <= 7-bit weights are int8 either way)")
     p.add_argument("--layer-bits", action="append", default=[], metavar="GLOB=wNaM",
                    help="mixed precision: other bits for the layers whose path matches (repeatable; see srq calibrate)")
     p.add_argument("--dqc-iters", type=int, default=50, help="phase-2 DQC iterations (default 50; 0 = phase 1 only)")
@@ -77,8 +77,8 @@ def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple
     scale = ["--scale", str(args.scale)] if args.scale else []
     recipe, onnx = str(folder / "recipe.json"), str(folder / "model.onnx")
     flags = (["--symmetric"] if args.target == "trt" else []) + (["--bias-correction"] if args.bias_correction else [])
-    if args.target == "ort" and args.symmetric_8bit_weights and parse_bits(bits)[0] == 8:
-        flags.append("--symmetric-weights")
+    if args.target == "ort" and args.symmetric_8bit_weights:
+        flags.append("--symmetric-8bit-weights")
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
                  "--first-conv-bits", str(args.first_conv_bits), "--qkv", args.qkv,
                  "--dqc-iters", str(args.dqc_iters), "--dqc-batch", str(args.dqc_batch),
