@@ -9,7 +9,7 @@ Defaults: the built-in SwinIR-light x2, builtin:calib for calibration, builtin:d
 check, 2DQuant+ sorted grading with a short DQC (50 iterations, batch 4, 32x32 LR patches;
 --dqc-iters 0 = phase 1 only), tile 64x64, ONNX Runtime, and the parity gate (the engine
 must compute what calibration simulated). On an idle 2-core x86 machine (Zen 4) the default
-job took 4.7 min (7.8 min on a Zen 3); each stage prints its wall time. CNN
+job took 5.0 min (7.8 min on a Zen 3); each stage prints its wall time. CNN
 checkpoints get an integer first conv (--first-conv-bits 8), so the engine reproduces the
 calibrated model exactly; SwinIR's qkv stays one Linear with one input quantizer (--qkv fused:
 the same phase-1 bounds as 2DQuant's split layout, and one integer GEMM instead of three and a
@@ -20,8 +20,8 @@ FP32 instead of 1.0x with uint8 weights (U8U8 kernels), for 0.0006 dB on Set5 (d
 2DQuant+'s bias correction beta is on (--no-bias-correction turns it off): the export folds it
 exactly (Linear / MatMul inputs, and zero-padded convs, which pad before the shift in both
 calibration and export; docs/export-ort-fusion.md). On SwinIR its attention shift terms cost
-~20 % of the engine's time: the default job's engines ran 0.78x FP32 with beta, 1.10x without,
-for 0.006 dB at W4A4 (docs/speed.md).
+~20 % of the engine's time: the default job's engines ran at 0.81x / 0.87x the FP32 model's
+speed with beta, 1.10x / 1.06x without, for 0.006 dB at W4A4 (docs/speed.md).
 
 examples:
   srq run --out runs/default
