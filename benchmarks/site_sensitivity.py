@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 ROLES = {"weight_q": "weights", "input_q": "inputs", "output": "conv outputs"}
 
 
@@ -78,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from srq.calib.recipe import Recipe, apply_recipe
     from srq.imaging.datasets import open_dataset
     from srq.pipeline.cli import main as srq
-    from srq.runtime.compare import quality_vs_gt
-    from srq.zoo.infer import upscale_image
+    from srq.pipeline.evaluation import score_images
     from srq.zoo.loader import load_model
 
     torch.set_num_threads(args.threads)
@@ -96,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = list(open_dataset(args.data, model.scale))
 
     def score() -> float:
-        return float(np.mean([quality_vs_gt(upscale_image(model, s.lr.astype(np.float32) / 255.0), s.hr,
-                                            model.scale)["psnr_y"] for s in samples]))
+        return float(np.mean([r["psnr_y"] for r in score_images(model, samples)]))
 
     start = time.perf_counter()
     fp = score()

@@ -12,7 +12,8 @@ For each net, at one 128x128 LR tile, 1 intra-op thread, ``ORT_ENABLE_ALL``, thr
   quality does not change the graph or its speed) then ``srq export --target ort``;
 * SwinIR's srq rows use ``--qkv fused`` (one qkv GEMM, one input quantizer); ``srq W8A8 qkv split``
   is 2DQuant's layout (three GEMMs and a Concat), the default of ``srq calibrate``;
-* ``srq W8A8 sw``: ``--symmetric-weights`` at 8 bits, the default of ``srq run``: int8 weights with zero
+* ``srq W8A8 sw``: ``--symmetric-weights`` at 8 bits, the format ``srq run`` ships (its
+  ``--symmetric-8bit-weights`` gives the same grids at W8A8): int8 weights with zero
   point 0, so ORT runs its U8S8 kernels (exact on AVX-512 VNNI / AVX-VNNI CPUs; elsewhere the engine
   sets ``x64quantprecision`` and runs the exact U8U8 ones);
 * PAN's ``srq W8A8 sw all``: the same with ``--policy all`` (its HR-side convs quantized too);

@@ -105,7 +105,7 @@ class PlacementConfig:
 
     def for_layer(self, path: str) -> PlacementConfig:
         """This config with the weight / input bits of the last ``layer_bits`` rule matching ``path``."""
-        bits = [_layer_bits_rule(r)[1:] for r in self.layer_bits if fnmatchcase(path, _layer_bits_rule(r)[0])]
+        bits = [(w, a) for glob, w, a in map(_layer_bits_rule, self.layer_bits) if fnmatchcase(path, glob)]
         return self if not bits else replace(self, w_bits=bits[-1][0], a_bits=bits[-1][1])
 
 
@@ -257,7 +257,7 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     unmatched = [r for r in cfg.layer_bits if not any(fnmatchcase(p, _layer_bits_rule(r)[0]) for p in paths)]
     if unmatched:
         raise SrqError(f"layer_bits {', '.join(unmatched)}: matches no quantized layer of this model")
-    overrides = {p: cfg.for_layer(p) for p in paths if cfg.for_layer(p) != cfg}
+    overrides = {p: c for p in paths if (c := cfg.for_layer(p)) != cfg}
     overrides |= {p: _float_output(overrides.get(p, cfg)) for p in floats}
     if first in paths:
         b = cfg.first_conv_bits

@@ -17,7 +17,6 @@ def evaluate_model(model_spec: str, data: str, scale: int | None = None,
 
     PSNR in dB, SSIM in [0, 1], both on BT.601 Y with a border of ``scale`` pixels cropped.
     """
-    from srq.zoo.infer import upscale_image
     from srq.zoo.loader import load_model
 
     model = load_model(model_spec, scale)
@@ -27,11 +26,7 @@ def evaluate_model(model_spec: str, data: str, scale: int | None = None,
         rec = Recipe.load(recipe)
         rec.check_matches(model)
         apply_recipe(model.module, rec)
-    dataset = open_dataset(data, model.scale)
-    rows = []
-    for sample in tqdm(dataset, desc=f"eval {Path(model.source).name}", unit="img", leave=False):
-        sr = upscale_image(model, sample.lr.astype(np.float32) / 255.0)
-        rows.append({"name": sample.name, **quality_vs_gt(sr, sample.hr, model.scale)})
+    rows = score_images(model, open_dataset(data, model.scale))
     return {
         "model": model.source,
         "arch": model.arch,
@@ -42,6 +37,18 @@ def evaluate_model(model_spec: str, data: str, scale: int | None = None,
         "ssim_y": float(np.mean([r["ssim_y"] for r in rows])),
         "images": rows,
     }
+
+
+def score_images(model, samples) -> list[dict]:
+    """``[{"name", "psnr_y", "ssim_y"}]`` of ``model`` (an ``SRModel``, FP or fake-quantized) on each
+    sample (``srq.imaging.datasets`` items: LR uint8 RGB in, HR ground truth), SR-paper convention."""
+    from srq.zoo.infer import upscale_image
+
+    rows = []
+    for sample in tqdm(samples, desc=f"eval {Path(model.source).name}", unit="img", leave=False):
+        sr = upscale_image(model, sample.lr.astype(np.float32) / 255.0)
+        rows.append({"name": sample.name, **quality_vs_gt(sr, sample.hr, model.scale)})
+    return rows
 
 
 def print_table(result: dict) -> None:

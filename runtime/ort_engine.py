@@ -8,6 +8,7 @@ must never import torch). The session is built here with ``onnxruntime`` directl
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -104,6 +105,12 @@ def u8s8_can_saturate(cpuinfo: str | None = None) -> bool:
     return not ({"avx512_vnni", "avx_vnni"} & set(flags))
 
 
+@functools.cache
+def _this_cpu_saturates_u8s8() -> bool:
+    """``u8s8_can_saturate()`` of this machine, read once per process."""
+    return u8s8_can_saturate()
+
+
 def _value_elem_type(model: onnx.ModelProto, name: str) -> int | None:
     """Element type of a non-initializer tensor: from the Q node producing it or value_info."""
     for node in model.graph.node:
@@ -160,7 +167,7 @@ class OrtEngine(Engine):
         except Exception as exc:  # onnx raises DecodeError and friends for a broken file
             raise SrqError(f"{self.path}: ONNX Runtime cannot load it: not an ONNX model "
                            f"({type(exc).__name__})") from exc
-        self.u8u8_kernels = options.exact_integer and needs_u8u8_kernels(model) and u8s8_can_saturate()
+        self.u8u8_kernels = options.exact_integer and _this_cpu_saturates_u8s8() and needs_u8u8_kernels(model)
         if self.u8u8_kernels:
             so.add_session_config_entry("session.x64quantprecision", "1")
         # Idle worker threads must not spin: interleaved latency runs of two sessions on few
