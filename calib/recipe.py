@@ -13,7 +13,8 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
                     "weight_symmetric": false, "weight_symmetric_8bit": false,
                     "weight_granularity": "channel", "include": [],
                     "exclude": [], "one_direction": true, "one_direction_sites": [...],
-                    "bias_correction": false, "simulate_int32_bias": true, "conv_output_bits": 8,
+                    "bias_correction": false, "beta_sites": "all", "simulate_int32_bias": true,
+                    "conv_output_bits": 8,
                     "first_conv_bits": null, "float_output": [], "sigmoid_tables": true, "qkv": "split",
                     "layer_bits": ["LR_conv=w8a8"]},
       "sites": [ {site}, ... ],
@@ -39,8 +40,8 @@ Per-tensor values are JSON numbers (float32 values written exactly); per-channel
 ``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
 range widened to include 0); the export uses them as they are. The placement's
 ``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
-``qkv`` and ``layer_bits`` (added in 0.1.0 without a schema change) default to false / false / null / [] /
-false / "split" / [] when absent,
+``qkv``, ``layer_bits`` and ``beta_sites`` (added in 0.1.0 without a schema change) default to false / false /
+null / [] / false / "split" / [] / "all" when absent,
 which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in

@@ -44,6 +44,12 @@ bits: mixed precision, e.g. the few layers ``benchmarks/site_sensitivity.py`` fi
 ``first_conv_bits``. Sites whose name matches
 ``one_direction_sites`` get 2DQuant's one-direction bound search (post-softmax A and the
 post-GELU fc2 input by default).
+
+Bias correction (``bias_correction``) shifts every two-sided activation input (not the one-direction
+ones, not conv outputs). ``beta_sites="layers"`` keeps it on Conv / Linear inputs only, where the
+export folds ``W @ beta`` into the layer's int32 bias; on the inputs of a batched MatMul of two
+activations (SwinIR's Q, K, V) the shift becomes explicit terms in the engine
+(``(Q' + b_q)(K' + b_k)^T``, ``A (V' + b_v)``), which cost SwinIR's engine ~20 % (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from srq.zoo import set_exact_statistics
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
 QKV_LAYOUTS: tuple[str, ...] = ("split", "fused")
+BETA_SITES: tuple[str, ...] = ("all", "layers")
 ONE_DIRECTION_SITES = ("*.matmul_av.input_a", "*.mlp.fc2.input_q")
 
 
@@ -83,6 +90,7 @@ class PlacementConfig:
     one_direction: bool = True  # False = 2DQuant's released code (symmetric search everywhere)
     one_direction_sites: tuple[str, ...] = ONE_DIRECTION_SITES
     bias_correction: bool = False  # beta on input sites with a symmetric (two-sided) search
+    beta_sites: Literal["all", "layers"] = "all"  # which of those: all (2DQuant+), or Conv/Linear inputs only
     simulate_int32_bias: bool = True
     conv_output_bits: int | None = 8  # output quantizer of every quantized Conv2d; None: none
     first_conv_bits: int | None = None  # body / all: integer first conv at these bits, float output; None: FP
@@ -96,6 +104,8 @@ class PlacementConfig:
             raise SrqError(f"placement policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
         if self.qkv not in QKV_LAYOUTS:
             raise SrqError(f"qkv layout {self.qkv!r}: choose one of {', '.join(QKV_LAYOUTS)}")
+        if self.beta_sites not in BETA_SITES:
+            raise SrqError(f"beta sites {self.beta_sites!r}: choose one of {', '.join(BETA_SITES)}")
         QuantFormat(self.w_bits), QuantFormat(self.a_bits)  # validates bit widths
         for bits in (self.conv_output_bits, self.first_conv_bits):
             if bits is not None:
@@ -325,7 +335,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     for name, q in sites.items():
         q.site = name
         q.one_direction = cfg.one_direction and q.kind == "activation" and _glob(name, cfg.one_direction_sites)
-        if cfg.bias_correction and q.kind == "activation" and not q.one_direction and not is_output_site(name):
+        if (cfg.bias_correction and q.kind == "activation" and not q.one_direction and not is_output_site(name)
+                and (cfg.beta_sites == "all" or q.op != "matmul")):
             q.beta = nn.Parameter(torch.zeros_like(q.lb))
     return sites
 

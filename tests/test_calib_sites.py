@@ -243,3 +243,19 @@ def test_bad_or_unmatched_layer_bits_rules_are_refused(rule, message):
     model = IMDN(nf=16, num_modules=2, scale=2).eval()
     with pytest.raises(SrqError, match=message):
         place_quantizers(model, PlacementConfig(policy="body", layer_bits=(rule,)), torch.rand(1, 3, 12, 12))
+
+
+@pytest.mark.parametrize("beta_sites", ["all", "layers"])
+def test_beta_sites_layers_keeps_the_shift_off_the_attention_matmul_inputs(swinir_light, beta_sites):
+    """``beta_sites="layers"``: beta on the qkv / proj / fc1 inputs only (fc2's input is one-direction in
+    both); ``"all"`` (2DQuant+) also shifts Q, K and V, never the post-softmax map."""
+    model = copy.deepcopy(swinir_light)
+    cfg = PlacementConfig(policy="2dquant", qkv="fused", bias_correction=True, beta_sites=beta_sites)
+    shifted = {n for n, q in place_quantizers(model, cfg, torch.rand(1, 3, 16, 16)).items() if q.beta is not None}
+    blk = "layers.0.residual_group.blocks.0"
+    layers = {f"{blk}.attn.qkv.input_q", f"{blk}.attn.proj.input_q", f"{blk}.mlp.fc1.input_q"}
+    matmuls = {f"{blk}.attn.matmul_qk.input_a", f"{blk}.attn.matmul_qk.input_b", f"{blk}.attn.matmul_av.input_b"}
+    assert {n for n in shifted if n.startswith(blk + ".")} == (layers | matmuls if beta_sites == "all" else layers)
+    assert len(shifted) == 24 * (6 if beta_sites == "all" else 3)
+    with pytest.raises(SrqError, match="beta sites 'some'"):
+        PlacementConfig(beta_sites="some")

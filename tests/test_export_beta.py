@@ -183,3 +183,33 @@ def test_swinir_light_beta_on_linear_and_matmul_inputs(shared_data, lr_images, t
     assert_swinir_integer_kernels(recipe, path)
     trt = export_quantized(model, recipe, "trt", (16, 16), tmp_path / "swinir_trt.onnx")
     assert lint_model(onnx.load(trt), "trt") == []  # the shift terms and symmetric grids pass TensorRT's rules
+
+
+def test_swinir_beta_on_layer_inputs_only_adds_one_sub_per_shifted_input(shared_data, lr_images, tmp_path):
+    """``beta_sites="layers"`` (``srq run``'s default): the optimized engine is the no-beta engine plus one
+    ``Sub`` per shifted Linear input (the fold ``W @ beta`` lives in the int32 bias), with no attention shift
+    terms. The one other change: ``A @ V`` feeds proj's shifted input, so its output is float
+    (``MatMulIntegerToFloat``) and requantized after the ``Sub`` instead of inside ``QLinearMatMul``. It
+    reproduces its calibrated model as closely as the no-beta export does."""
+    torch.manual_seed(0)
+    ckpt = tmp_path / "light.safetensors"
+    save_file({k: v.contiguous() for k, v in swinir_light(2).state_dict().items()}, ckpt)
+    model = load_model(ckpt)
+    cfg = CalibConfig(PlacementConfig(policy="2dquant", w_bits=4, a_bits=4, qkv="fused", bias_correction=True,
+                                      beta_sites="layers"), data="Set5 LR 16x16")
+    recipe = calibrate(model.module, cfg, [im[:, :, :16, :16] for im in lr_images[:2]], ModelInfo.of(model))
+    shifted = [s.name for s in recipe.sites if s.beta is not None]
+    assert shifted and all(s.op == "linear" for s in recipe.sites if s.beta is not None)
+    tiles = _tiles(lr_images, 16)
+    counts, results = {}, {}
+    for beta, r in ((False, _drop_beta(recipe)), (True, recipe)):
+        path = export_quantized(model, r, "ort", (16, 16), tmp_path / f"swinir_{beta}.onnx")
+        counts[beta] = optimized_op_counts(path)
+        fake = load_model(ckpt)
+        apply_recipe(fake.module, r)
+        results[beta] = _parity(fake.module, path, tiles)
+    extra, missing = counts[True] - counts[False], counts[False] - counts[True]
+    proj = sum(n.endswith(".attn.proj.input_q") for n in shifted)
+    assert proj == 24 and extra == {"Sub": len(shifted), "MatMulIntegerToFloat": proj, "QuantizeLinear": proj}, extra
+    assert missing == {"QLinearMatMul": proj}, missing
+    assert results[True][0] >= results[False][0] - 1.0 and results[True][1] <= results[False][1] + 1e-4, results

@@ -59,6 +59,9 @@ def test_default_run_on_builtin_model_and_data(tmp_path):
     assert any(site["name"].endswith("matmul_av.input_a") for site in recipe["sites"])
     assert recipe["placement"]["qkv"] == "fused" and any(site["name"].endswith("attn.qkv.input_q")
                                                          for site in recipe["sites"])
+    shifted = [site for site in recipe["sites"] if site["beta"] is not None]  # beta on layer inputs only
+    assert recipe["placement"]["beta_sites"] == "layers" and len(shifted) == 24 * 3
+    assert all(site["op"] == "linear" for site in shifted)
     assert "w4a4: PASSED" in done.stdout and "report.html" in done.stdout
 
 

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight / activation bits, 2..8 each (default w4a4)")
     p.add_argument("--method", choices=METHODS, default="sorted", help="phase-1 bound search (default sorted)")
     p.add_argument("--bias-correction", action="store_true", help="2DQuant+ shift beta on two-sided input sites")
+    p.add_argument("--beta-sites", choices=("all", "layers"), default="all",
+                   help="with --bias-correction: shift every two-sided input (all, 2DQuant+, default) or only the "
+                        "Conv/Linear inputs (layers), whose shift the export folds into the int32 bias; on SwinIR's "
+                        "Q, K, V the shift is explicit engine work (docs/speed.md)")
     p.add_argument("--policy", choices=("2dquant", "body", "all"), default=None,
                    help="where quantizers go (default: 2dquant for SwinIR, body otherwise)")
     p.add_argument("--include", action="append", default=[], metavar="GLOB",
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     placement = PlacementConfig(policy=policy, w_bits=w_bits, a_bits=a_bits, symmetric=args.symmetric,
                                 weight_symmetric=args.symmetric_weights,
                                 weight_symmetric_8bit=args.symmetric_8bit_weights,
-                                bias_correction=args.bias_correction,
+                                bias_correction=args.bias_correction, beta_sites=args.beta_sites,
                                 include=tuple(args.include), exclude=tuple(args.exclude),
                                 conv_output_bits=args.conv_output_bits or None,
                                 first_conv_bits=args.first_conv_bits or None,
@@ -131,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     kinds = [s.kind for s in recipe.sites]
     outputs = sum(s.name.endswith(".output") for s in recipe.sites)
     widths = Counter(s.bits for s in recipe.sites if s.kind == "weight")
-    print(f"{model.arch} x{model.scale}: W{w_bits}A{a_bits} {args.method}"
-          f"{' + beta' if args.bias_correction else ''}, policy {policy}, {len(kinds)} sites "
+    beta = (" + beta" + (" (layer inputs)" if args.beta_sites == "layers" else "")) if args.bias_correction else ""
+    print(f"{model.arch} x{model.scale}: W{w_bits}A{a_bits} {args.method}{beta}, policy {policy}, {len(kinds)} sites "
           f"({kinds.count('weight')} weight, {kinds.count('activation') - outputs} input, {outputs} conv output)"
           + (f"; layers by weight bits: {', '.join(f'{n} at {b}' for b, n in sorted(widths.items()))}"
              if len(widths) > 1 else ""))

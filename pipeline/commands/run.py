@@ -17,11 +17,16 @@ Concat in the engine, docs/speed.md). 8-bit weights are symmetric (zero point 0,
 int8; --no-symmetric-8bit-weights keeps them asymmetric uint8): ONNX Runtime then runs its U8S8
 integer kernels, which on an AVX-512 VNNI CPU are exact and made IMDN x2 W8A8 2.2x faster than
 FP32 instead of 1.0x with uint8 weights (U8U8 kernels), for 0.0006 dB on Set5 (docs/speed.md).
-2DQuant+'s bias correction beta is on (--no-bias-correction turns it off): the export folds it
-exactly (Linear / MatMul inputs, and zero-padded convs, which pad before the shift in both
-calibration and export; docs/export-ort-fusion.md). On SwinIR its attention shift terms cost
-~20 % of the engine's time: the default job's engines ran at 0.81x / 0.87x the FP32 model's
-speed with beta, 1.10x / 1.06x without, for 0.006 dB at W4A4 (docs/speed.md).
+2DQuant+'s bias correction beta is on (--no-bias-correction turns it off), on the Conv / Linear
+inputs only (--beta-sites layers): the export folds W @ beta exactly into their int32 biases
+(zero-padded convs pad before the shift in both calibration and export;
+docs/export-ort-fusion.md), and what remains is one Sub per shifted input. --beta-sites all
+(2DQuant+'s choice) also shifts SwinIR's Q, K and V, whose shift terms are explicit engine
+work. benchmarks/beta_cost.py measures both against no beta (docs/beta-cost.md); on SwinIR-light
+x2 (64x64 tile, 1 thread, recipes as this command makes them, differing only in beta; Zen 4,
+loaded by one other job) the W8A8 / W4A4 engines ran at 1.19x / 1.21x the FP32 model's speed
+with beta on layer inputs, 1.01x / 0.95x on all inputs, 1.23x / 1.26x without, and scored Set5
+W4A4 35.914 / 35.916 / 35.904 dB (FP 36.014).
 
 examples:
   srq run --out runs/default
@@ -48,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="sorted", help="phase-1 bound search (default sorted)")
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
                    help="2DQuant+ shift beta on two-sided input sites (default on)")
+    p.add_argument("--beta-sites", choices=("all", "layers"), default="layers",
+                   help="which inputs beta shifts (see srq calibrate): layers = Conv/Linear inputs only, where it "
+                        "folds into the int32 bias (default); all = also SwinIR's Q, K, V (2DQuant+), explicit "
+                        "engine work")
     p.add_argument("--first-conv-bits", type=int, default=8, metavar="B",
                    help="CNN policies: integer first conv at B bits, float output, so that the engine "
                         "reproduces calibration exactly (default 8; 0 = FP first conv; see srq calibrate)")
@@ -76,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple[str, list[str]]]:
     scale = ["--scale", str(args.scale)] if args.scale else []
     recipe, onnx = str(folder / "recipe.json"), str(folder / "model.onnx")
-    flags = (["--symmetric"] if args.target == "trt" else []) + (["--bias-correction"] if args.bias_correction else [])
+    flags = (["--symmetric"] if args.target == "trt" else []) + (
+        ["--bias-correction", "--beta-sites", args.beta_sites] if args.bias_correction else [])
     if args.target == "ort" and args.symmetric_8bit_weights:
         flags.append("--symmetric-8bit-weights")
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
