@@ -22,11 +22,11 @@ inputs only (--beta-sites layers): the export folds W @ beta exactly into their 
 (zero-padded convs pad before the shift in both calibration and export;
 docs/export-ort-fusion.md), and what remains is one Sub per shifted input. --beta-sites all
 (2DQuant+'s choice) also shifts SwinIR's Q, K and V, whose shift terms are explicit engine
-work. benchmarks/beta_cost.py measures both against no beta (docs/beta-cost.md); on SwinIR-light
+work. benchmarks/beta_cost.py measures both against no beta (docs/beta-cost.md): on SwinIR-light
 x2 (64x64 tile, 1 thread, recipes as this command makes them, differing only in beta; Zen 4,
-loaded by one other job) the W8A8 / W4A4 engines ran at 1.19x / 1.21x the FP32 model's speed
-with beta on layer inputs, 1.01x / 0.95x on all inputs, 1.23x / 1.26x without, and scored Set5
-W4A4 35.914 / 35.916 / 35.904 dB (FP 36.014).
+one other job running) the W8A8 / W4A4 engines ran at 1.19x / 1.12x the FP32 model's speed with
+beta on layer inputs, 0.93x / 0.94x on all inputs, 1.19x / 1.16x without, and scored Set5 W4A4
+35.914 / 35.916 / 35.904 dB (FP 36.014).
 
 examples:
   srq run --out runs/default
