@@ -312,7 +312,9 @@ def render(rows: list[dict], notes: str) -> str:
            "in brackets the PSNR change vs our FP number of the same set. Produced by `benchmarks/ablation.py` from "
            "`benchmarks/results/ablation.jsonl` (one line per cell and set: settings, per-image scores, wall times, "
            "machine, load). Calibration data: `srq calibrate`'s default (32 LR crops 64x64 of builtin:calib, "
-           "seed 0); `+beta` = `--bias-correction`; `+DQC(N, bB, pP)` = N DQC iterations, batch B, LR patch P. "
+           "seed 0); `+beta` = `--bias-correction` (on every two-sided input, `--beta-sites all`, 2DQuant+; "
+           "`srq run` shifts layer inputs only, docs/beta-cost.md); "
+           "`+DQC(N, bB, pP)` = N DQC iterations, batch B, LR patch P. "
            "Timings come from a 2-core box that ran two benchmark jobs at once (one thread each): "
            "they are inflated, the load average is in each record.", "",
            NOTES_BEGIN, notes.strip(), NOTES_END, ""]

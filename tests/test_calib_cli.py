@@ -93,3 +93,12 @@ def test_layer_bits_give_matching_layers_other_bits_and_bad_rules_write_nothing(
         r = _srq("calibrate", weights, *common, "--layer-bits", rule, "--out", str(bad))
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_cli_choices_name_what_calibration_accepts():
+    """The CLI lists its choices without importing torch; they must be calib's own."""
+    from srq.calib import search, sites
+    from srq.pipeline.commands import calibrate
+
+    assert set(calibrate.METHODS) == set(search.METHODS)
+    assert calibrate.BETA_SITES == sites.BETA_SITES

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 METHODS = ("minmax", "percentile", "dobi", "sorted")
+BETA_SITES = ("all", "layers")  # srq.calib.sites.BETA_SITES, named here so that parsing needs no torch
 _BITS = re.compile(r"w([2-8])a([2-8])")
 
 
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight / activation bits, 2..8 each (default w4a4)")
     p.add_argument("--method", choices=METHODS, default="sorted", help="phase-1 bound search (default sorted)")
     p.add_argument("--bias-correction", action="store_true", help="2DQuant+ shift beta on two-sided input sites")
-    p.add_argument("--beta-sites", choices=("all", "layers"), default="all",
+    p.add_argument("--beta-sites", choices=BETA_SITES, default="all",
                    help="with --bias-correction: shift every two-sided input (all, 2DQuant+, default) or only the "
                         "Conv/Linear inputs (layers), whose shift the export folds into the int32 bias; on SwinIR's "
                         "Q, K, V the shift is explicit engine work (docs/speed.md)")

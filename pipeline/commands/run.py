@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from srq.pipeline.commands.calibrate import parse_bits
+from srq.pipeline.commands.calibrate import BETA_SITES, parse_bits
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="sorted", help="phase-1 bound search (default sorted)")
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
                    help="2DQuant+ shift beta on two-sided input sites (default on)")
-    p.add_argument("--beta-sites", choices=("all", "layers"), default="layers",
+    p.add_argument("--beta-sites", choices=BETA_SITES, default="layers",
                    help="which inputs beta shifts (see srq calibrate): layers = Conv/Linear inputs only, where it "
                         "folds into the int32 bias (default); all = also SwinIR's Q, K, V (2DQuant+), explicit "
                         "engine work")
