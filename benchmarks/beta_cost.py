@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import _cli, machine, time_interleaved  # noqa: E402  (sibling benchmark script)
+from speed import _cli, machine, save_result, time_interleaved  # noqa: E402  (sibling benchmark script)
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"none": [], "layers": ["--bias-correction", "--beta-sites", "layers"],
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['bits']} | {r['beta']} | {r['shifted_sites']} | {r['psnr_y']:.4f} | {r['cpu_ms']:.0f} | "
               f"{r['speedup_cpu']:.2f}x |" for r in rows]
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_result(args.out, result, lines)
     return 0
 
 

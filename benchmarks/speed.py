@@ -229,6 +229,14 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def save_result(out: Path, result: dict, lines: list[str]) -> None:
+    """Write ``out.json`` (the whole result) and ``out.md`` (``lines``), and print the lines
+    (for the smaller benchmark scripts that write a whole report of their own)."""
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def write_docs(result: dict, md: Path, js: Path) -> None:
     js.write_text(json.dumps(result, indent=1) + "\n")
     text = md.read_text() if md.exists() else f"# Speed of the ORT engines\n\n{BEGIN}\n{END}\n"
