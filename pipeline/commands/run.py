@@ -9,7 +9,7 @@ Defaults: the built-in SwinIR-light x2, builtin:calib for calibration, builtin:d
 check, 2DQuant+ sorted grading with a short DQC (50 iterations, batch 4, 32x32 LR patches;
 --dqc-iters 0 = phase 1 only), tile 64x64, ONNX Runtime, and the parity gate (the engine
 must compute what calibration simulated). On an idle 2-core x86 machine (Zen 4) the default
-job took 5.0 min (7.8 min on a Zen 3); each stage prints its wall time. CNN
+job took 4.9 min and 3.8 GB (7.8 min on a Zen 3); each stage prints its wall time. CNN
 checkpoints get an integer first conv (--first-conv-bits 8), so the engine reproduces the
 calibrated model exactly; SwinIR's qkv stays one Linear with one input quantizer (--qkv fused:
 the same phase-1 bounds as 2DQuant's split layout, and one integer GEMM instead of three and a
