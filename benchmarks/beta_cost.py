@@ -4,8 +4,9 @@ One command (SwinIR-light x2, ~20 min on 2 idle cores; calibrations are cached i
 
     .venv/bin/python benchmarks/beta_cost.py --data ../shared/data/benchmarks/Set5
 
-For W8A8 and W4A4 it calibrates three recipes exactly as ``srq run`` does (sorted, DQC 50 steps,
-batch 4, 32x32 patches, ``--qkv fused``, 8-bit symmetric weights), differing only in beta: none,
+For W8A8 and W4A4 it calibrates three recipes as ``srq run`` does for SwinIR (sorted, DQC 50 steps,
+batch 4, 32x32 patches, ``--qkv fused``, 8-bit symmetric weights; ``srq run``'s ``--first-conv-bits 8``
+is left out, which SwinIR's 2dquant placement ignores but a CNN's would not), differing only in beta: none,
 ``--beta-sites layers`` (Conv / Linear inputs: folded into the int32 bias, one Sub each) and
 ``--beta-sites all`` (2DQuant+: also Q, K, V, whose shift terms are explicit engine ops). Each is
 exported for ONNX Runtime at ``srq run``'s 64x64 tile, scored fake-quantized on ``--data``
