@@ -49,7 +49,10 @@ Gradients are unchanged: the exact value is the forward, the float path's straig
 gradients the backward (``exact.detach() + (y - y.detach())``); without autograd only the
 exact path runs. The fused integer ops ORT builds around the conv use the same float32
 arithmetic as the fake quantizers (QLinearLeakyRelu's 256-entry table is
-``Q(leaky(DQ(q)))``, QuantizeLinear divides by the scale), so they need no emulation.
+``Q(leaky(DQ(q)))``, QuantizeLinear divides by the scale), so they need no emulation; the one
+exception is ``QLinearMul`` (integer gates: an arch's ``Gate`` product of a conv output and a
+requantized sigmoid gate, read by one layer), which rescales by ``s_a s_b / s_c`` in one step and is
+reproduced by ``WeightedQuantLayer._qlinear_mul`` (``srq.calib.quantizer.qlinear_mul_levels``).
 """
 
 from __future__ import annotations
@@ -58,10 +61,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srq.calib.quantizer import FakeQuantizer, integer_conv_with_float_output, level_table
+from srq.calib.quantizer import (FakeQuantizer, integer_conv_with_float_output, level_table, qlinear_mul_levels,
+                                  table_levels)
 
 _INT32_MAX = 2**31 - 1
-GRID_TAG = "srq_grid"  # attribute naming the output quantizer on a requantized conv output tensor
+GRID_TAG = "srq_grid"  # attribute naming the output quantizer on a requantized conv (or gate) output tensor
+PRODUCT_TAG = "srq_product"  # attribute holding the operands of a QuantGate product of two grids
 _FLOAT32_EXACT = 2.0**24  # integers up to this are exact in float32
 
 
@@ -129,6 +134,10 @@ class WeightedQuantLayer(nn.Module):
         if shifted:
             x = self._pad(x)
         xq = self.input_q.quantize_shifted(x)
+        product = None if shifted else gate_product(x)
+        if product is not None:  # ORT fuses Mul -> QuantizeLinear into QLinearMul: its arithmetic, exactly
+            exact_x = self._qlinear_mul(*product)
+            xq = exact_x if not torch.is_grad_enabled() else exact_x + (xq - xq.detach())
         bias = self.bias
         if shifted:
             fold = self._beta_fold(w)
@@ -146,6 +155,18 @@ class WeightedQuantLayer(nn.Module):
 
     def _requantized(self) -> bool:
         return self.output is not None and self.output.quantizing
+
+    def _qlinear_mul(self, a: Tensor, grid_a: FakeQuantizer, b: Tensor, grid_b: FakeQuantizer) -> Tensor:
+        """This layer's quantized input when it is ``a * b`` read through ORT's ``QLinearMul`` (``a``, ``b``
+        on the per-tensor grids of their output quantizers); dequantized float32, no gradient."""
+        with torch.no_grad(), torch.autocast(a.device.type, enabled=False):
+            s_a, _ = grid_a.qparams()
+            s_b, _ = grid_b.qparams()
+            s_c, zp_c = self.input_q.qparams()
+            fmt = self.input_q.fmt
+            levels = qlinear_mul_levels(torch.round(a / s_a), torch.round(b / s_b), s_a, s_b, s_c, zp_c,
+                                        fmt.qmin, fmt.qmax)
+            return levels.mul_(s_c)
 
     def integer_float_output(self) -> bool:
         """Does the engine run this layer as an integer kernel with a float output that
@@ -228,6 +249,12 @@ class QuantConv2d(WeightedQuantLayer):
         return w.sum(dim=(2, 3)) @ self.input_q.beta.expand(w.shape[1])
 
 
+def tagged(x: Tensor, tag: str):
+    """The value of ``tag`` on ``x`` if set since ``x``'s last in-place change, else None."""
+    value = getattr(x, tag, None)
+    return None if value is None or value[-1] != x._version else value[:-1]
+
+
 class TableSigmoid(nn.Module):
     """``nn.Sigmoid`` that reads a requantized conv output through a table of its levels.
 
@@ -237,21 +264,67 @@ class TableSigmoid(nn.Module):
     very float32 values instead of its own sigmoid (MLAS's rational approximation differs from
     PyTorch's by an ulp, and the product with the gated features feeds a quantizer, where an ulp
     can flip a level). The gradient is sigmoid's. Any other input: plain sigmoid.
+
+    ``output`` (integer gates): the gate's own quantizer (site ``<path>.output``, searched and
+    trained like any activation site). On a tagged input the table is then ``table_levels`` of the
+    output grid, the value is dequantized from it, and it is tagged in turn (``GRID_TAG``); the
+    export writes ``DQ -> Sigmoid -> Q -> DQ`` (ORT's ``QLinearSigmoid``, checked against this table)
+    or a uint8 ``Gather``. On any other input the quantizer stays unused (it only observes), as the
+    export leaves such a sigmoid float.
     """
 
+    def __init__(self, output: FakeQuantizer | None = None) -> None:
+        super().__init__()
+        self.output = output
+
     def forward(self, x: Tensor) -> Tensor:
-        grid, version = getattr(x, GRID_TAG, (None, None))
-        if grid is None or not grid.quantizing or x._version != version:
-            return torch.sigmoid(x)
+        grid = tagged(x, GRID_TAG)
+        if grid is None or not grid[0].quantizing:
+            y = torch.sigmoid(x)
+            return y if self.output is None or self.output.quantizing else self.output(y)
+        gate = self.output is not None and self.output.quantizing
         with torch.no_grad():
-            s, zp = grid.qparams()
-            fmt = grid.fmt
-            exact = level_table(torch.sigmoid, s, zp, fmt.qmin, fmt.qmax)[
-                (torch.round(x / s) + zp - fmt.qmin).long()]
-        if not torch.is_grad_enabled():
-            return exact
-        y = torch.sigmoid(x)
-        return exact + (y - y.detach())
+            s, zp = grid[0].qparams()
+            fmt = grid[0].fmt
+            index = (torch.round(x / s) + zp - fmt.qmin).long()
+            if gate:
+                s_out, zp_out = self.output.qparams()
+                out = self.output.fmt
+                exact = (table_levels(torch.sigmoid, s, zp, fmt.qmin, fmt.qmax, s_out, zp_out, out.qmin, out.qmax)
+                         - zp_out)[index] * s_out
+            else:
+                exact = level_table(torch.sigmoid, s, zp, fmt.qmin, fmt.qmax)[index]
+        if torch.is_grad_enabled():
+            y = torch.sigmoid(x)
+            if gate:
+                y = self.output(y)
+            exact = exact + (y - y.detach())
+        if gate:
+            setattr(exact, GRID_TAG, (self.output, exact._version))
+        return exact
+
+
+class QuantGate(nn.Module):
+    """``x * gate`` (``srq.zoo.archs.common.Gate``): tags the product of two requantized tensors (a conv
+    output and an integer gate) with its operands (``PRODUCT_TAG``), so that the one quantized layer
+    reading it computes ORT's ``QLinearMul`` (``WeightedQuantLayer._qlinear_mul``). The arch's ``Gate``
+    promises that one layer, and nothing else, reads the product."""
+
+    def forward(self, x: Tensor, gate: Tensor) -> Tensor:
+        y = x * gate
+        grid_x, grid_gate = tagged(x, GRID_TAG), tagged(gate, GRID_TAG)
+        if grid_x is not None and grid_gate is not None and grid_x[0].quantizing and grid_gate[0].quantizing:
+            setattr(y, PRODUCT_TAG, (x, grid_x[0], gate, grid_gate[0], x._version, gate._version, y._version))
+        return y
+
+
+def gate_product(x: Tensor) -> tuple[Tensor, FakeQuantizer, Tensor, FakeQuantizer] | None:
+    """``(a, grid_a, b, grid_b)`` when ``x`` is an unchanged ``QuantGate`` product of unchanged operands, else None."""
+    product = tagged(x, PRODUCT_TAG)
+    if product is None:
+        return None
+    a, grid_a, b, grid_b, version_a, version_b = product
+    return (a, grid_a, b, grid_b) if (a._version, b._version) == (version_a, version_b) else None
 
 
 class QuantMatMul(nn.Module):

@@ -195,6 +195,32 @@ def level_table(fn, scale: Tensor | float, zero_point: Tensor | int, qmin: int, 
         return fn(levels * s)
 
 
+def table_levels(fn, scale: Tensor | float, zero_point: Tensor | int, qmin: int, qmax: int, out_scale: Tensor,
+                 out_zero_point: Tensor, out_qmin: int, out_qmax: int) -> Tensor:
+    """Output levels of ``DequantizeLinear -> fn -> QuantizeLinear`` for every input level ``q = qmin..qmax``.
+
+    ``clamp(round_half_even(fn((q - zp) s) / s_out) + zp_out, out_qmin, out_qmax)``, float32 arithmetic;
+    integer-valued float32, shape ``(qmax - qmin + 1,)``. Calibration's integer gates
+    (``srq.calib.layers.TableSigmoid``) and the export share it.
+    """
+    y = level_table(fn, scale, zero_point, qmin, qmax)
+    return torch.round(y / out_scale).add_(out_zero_point).clamp_(out_qmin, out_qmax)
+
+
+def qlinear_mul_levels(a: Tensor, b: Tensor, scale_a: Tensor, scale_b: Tensor, scale_c: Tensor,
+                       zero_point_c: Tensor, qmin: int, qmax: int) -> Tensor:
+    """ONNX Runtime's ``QLinearMul`` on x86 (MLAS ``MlasQLinearMulKernel``, SSE2): levels ``q_c - zp_c``.
+
+    ``a``, ``b``: integer-valued float32 levels ``q - zp`` of the two inputs (their product is exact
+    in float32 below 2^24); scales float32 scalars. MLAS forms ``ratio = (s_a * s_b) / s_c`` in
+    float32, then per element ``round_half_even(float32(a b) * ratio + zp_c)`` (two float32
+    roundings, no fused multiply-add), saturated; the clamp to ``[qmin, qmax]`` also covers the
+    integer ``Clip`` of a grid below 8 bits.
+    """
+    ratio = (scale_a * scale_b) / scale_c
+    return (a * b).mul_(ratio).add_(zero_point_c).round_().clamp_(qmin, qmax).sub_(zero_point_c)
+
+
 def check_finite(x: Tensor, site: str) -> None:
     """Raise ``SrqError`` naming ``site`` when ``x`` holds NaN or inf."""
     if not bool(torch.isfinite(x).all()):

@@ -15,8 +15,8 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
                     "exclude": [], "one_direction": true, "one_direction_sites": [...],
                     "bias_correction": false, "beta_sites": "all", "simulate_int32_bias": true,
                     "conv_output_bits": 8,
-                    "first_conv_bits": null, "float_output": [], "sigmoid_tables": true, "qkv": "split",
-                    "layer_bits": ["LR_conv=w8a8"]},
+                    "first_conv_bits": null, "float_output": [], "sigmoid_tables": true,
+                    "integer_gates": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -27,7 +27,8 @@ One site::
     {"name": "layers.0.residual_group.blocks.0.attn.qkv.q.weight_q",   # module path of the quantizer
                                                   # (<conv>.output: the conv's requantized output)
      "kind": "weight" | "activation",
-     "op": "linear" | "conv2d" | "matmul",       # the consuming op (input a/b by role for matmul)
+     "op": "linear" | "conv2d" | "matmul" | "sigmoid",  # the consuming op (input a/b by role for matmul;
+                                                  # sigmoid: <sigmoid>.output, an integer gate)
      "bits": 4, "symmetric": false, "narrow": false, "qmin": 0, "qmax": 15,
      "granularity": "tensor" | "channel", "axis": null | 0,   # axis of the quantized tensor
      "one_direction": false,
@@ -40,12 +41,18 @@ Per-tensor values are JSON numbers (float32 values written exactly); per-channel
 ``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
 range widened to include 0); the export uses them as they are. The placement's
 ``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
-``qkv``, ``layer_bits`` and ``beta_sites`` (added in 0.1.0 without a schema change) default to false / false /
-null / [] / false / "split" / [] / "all" when absent,
+``qkv``, ``layer_bits``, ``beta_sites`` and ``integer_gates`` (added in 0.1.0 without a schema change) default
+to false / false / null / [] / false / "split" / [] / "all" / false when absent,
 which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in
-calibration (``srq.calib.layers.TableSigmoid``) and in the ORT export (``Gather``). ONNX
+calibration (``srq.calib.layers.TableSigmoid``) and in the ORT export (``Gather``).
+``integer_gates``: each such sigmoid also gets an output site ``<sigmoid path>.output`` (op
+``"sigmoid"``, at ``conv_output_bits``, searched and trained like any activation site); its table is
+``srq.calib.quantizer.table_levels`` of that grid, and the product of an arch's ``Gate`` is read by
+its one consuming layer as ONNX Runtime's ``QLinearMul`` computes it
+(``srq.calib.quantizer.qlinear_mul_levels``). A gate site whose sigmoid does not read a
+requantized conv output is inert (calibration and export both leave that sigmoid float). ONNX
 Runtime's int32 bias of a quantized Conv/Linear is ``round_half_even(bias / float32(s_x * s_w))``
 (see ``srq.calib.layers``).
 """
@@ -280,7 +287,7 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     Placement follows the recipe's site list (no policy re-run); the model must be the FP model
     the recipe was made for (call ``recipe.check_matches`` with its ``SRModel`` first).
     """
-    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites})
+    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op != "sigmoid"})  # gates: by placement
     wanted = {s.name for s in recipe.sites}
     # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
     no_output = replace(recipe.placement, conv_output_bits=None)

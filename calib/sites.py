@@ -62,10 +62,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srq.calib.layers import QuantConv2d, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention, TableSigmoid
+from srq.calib.layers import (QuantConv2d, QuantGate, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention,
+                              TableSigmoid)
 from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
 from srq.zoo import set_exact_statistics
+from srq.zoo.archs.common import Gate
 
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
@@ -96,6 +98,7 @@ class PlacementConfig:
     first_conv_bits: int | None = None  # body / all: integer first conv at these bits, float output; None: FP
     float_output: tuple[str, ...] = ()  # globs: quantized convs that keep a float output (ConvInteger)
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
+    integer_gates: bool = False  # those tables requantized by a gate site (<sigmoid>.output); an arch's Gate product as ORT's QLinearMul
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
     layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)
 
@@ -112,6 +115,8 @@ class PlacementConfig:
                 QuantFormat(bits)
         for rule in self.layer_bits:
             _layer_bits_rule(rule)
+        if self.integer_gates and (not self.sigmoid_tables or self.symmetric):
+            raise SrqError("integer gates need sigmoid tables and an asymmetric (ONNX Runtime) placement")
 
     def for_layer(self, path: str) -> PlacementConfig:
         """This config with the weight / input bits of the last ``layer_bits`` rule matching ``path``."""
@@ -307,7 +312,9 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
-    ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output).
+    ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output);
+    with ``cfg.integer_gates`` each of those gets an output quantizer at ``conv_output_bits`` (op
+    ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``.
     Statistics that a model can sum exactly (``srq.zoo.set_exact_statistics``) are switched on."""
     _refuse_quantized(model)
     todo: dict[str, str] = {}
@@ -329,7 +336,10 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
         _set(model, path, _quant_attention(m, layer_cfg) if what == "attention" else _quant_layer(m, layer_cfg))
     if cfg.sigmoid_tables:
         for name in [n for n, m in model.named_modules() if type(m) is nn.Sigmoid]:
-            _set(model, name, TableSigmoid())
+            _set(model, name, TableSigmoid(_act_q(cfg, "sigmoid", cfg.conv_output_bits) if cfg.integer_gates else None))
+    if cfg.integer_gates:
+        for name in [n for n, m in model.named_modules() if type(m) is Gate]:
+            _set(model, name, QuantGate())
     set_exact_statistics(model)
     sites = {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizer)}
     for name, q in sites.items():

@@ -1,8 +1,10 @@
-"""What ONNX Runtime's CPU graph optimizer turns a QDQ model into: op-type counts of the optimized graph.
+"""What ONNX Runtime's CPU graph optimizer turns a QDQ model into, and what its fused kernels compute.
 
-Runs a real session at ``ORT_ENABLE_ALL`` with ``optimized_model_filepath`` and reads the
-saved graph back. Integer kernels are the op types in ``INTEGER_OPS``; a quantized
+``optimized_op_counts`` runs a real session at ``ORT_ENABLE_ALL`` with ``optimized_model_filepath``
+and reads the saved graph back. Integer kernels are the op types in ``INTEGER_OPS``; a quantized
 Conv/MatMul/Gemm that stays a float op next to DequantizeLinear nodes did not fuse.
+``qlinear_sigmoid_levels`` runs every input level through ``DQ -> Sigmoid -> Q`` (fused into
+``QLinearSigmoid``, whose table MLAS's own sigmoid fills) and returns the output levels.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 INTEGER_OPS = frozenset({
     "QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "MatMulIntegerToFloat",
@@ -40,3 +44,26 @@ def optimized_op_counts(model: onnx.ModelProto | str | Path, int8_activations_al
         ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
         optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False)
     return Counter(node.op_type for node in optimized.graph.node)
+
+
+def qlinear_sigmoid_levels(scale: float, zero_point: int, qmin: int, qmax: int, out_scale: float,
+                           out_zero_point: int) -> np.ndarray:
+    """uint8 output levels of ONNX Runtime's ``DQ(scale, zero_point) -> Sigmoid -> Q(out_scale, out_zero_point)``
+    for the uint8 input levels ``qmin..qmax``: shape ``(qmax - qmin + 1,)``, as this machine's ORT computes them."""
+    def const(name: str, value, dtype: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, dtype, [], [value])
+
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["x"]), helper.make_node("Sigmoid", ["x"], ["y"]),
+         helper.make_node("QuantizeLinear", ["y", "s_out", "zp_out"], ["gate"])],
+        "qlinear_sigmoid", [helper.make_tensor_value_info("q", TensorProto.UINT8, [qmax - qmin + 1])],
+        [helper.make_tensor_value_info("gate", TensorProto.UINT8, [qmax - qmin + 1])],
+        [const("s", scale, TensorProto.FLOAT), const("zp", zero_point, TensorProto.UINT8),
+         const("s_out", out_scale, TensorProto.FLOAT), const("zp_out", out_zero_point, TensorProto.UINT8)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return session.run(None, {"q": np.arange(qmin, qmax + 1, dtype=np.uint8)})[0]

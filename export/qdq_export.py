@@ -27,6 +27,11 @@
 6. ``target="ort"`` with the recipe's ``sigmoid_tables``: a Sigmoid reading a requantized conv
    output becomes ``Gather`` from the table of that output's levels that calib's ``TableSigmoid``
    uses (the engine's own sigmoid differs by an ulp, which can flip a level downstream).
+   With ``integer_gates`` the gate has its own site ``<sigmoid>.output``: ``Sigmoid -> Q -> DQ`` (ORT's
+   ``QLinearSigmoid``) where this machine's ORT computes calib's ``table_levels`` for that input grid
+   (checked level by level), else a uint8 ``Gather`` of them and a DQ. A following Mul then reads two
+   DQs and, where one QuantizeLinear alone reads it, ORT fuses a ``QLinearMul``, which calib computes
+   for an arch's ``Gate``. ``target="trt"`` keeps float sigmoids (TensorRT's own kernels).
 
 ``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
 weights too, because ORT cannot create a session with int2 weights, see
@@ -68,15 +73,16 @@ import onnx_graphsurgeon as gs
 import torch
 
 import srq
-from srq.calib.quantizer import QuantFormat, integer_conv_with_float_output, level_table
+from srq.calib.quantizer import QuantFormat, integer_conv_with_float_output, level_table, table_levels
 from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.fp_onnx import export_fp_onnx
 from srq.export.float64 import float64_to_float32
+from srq.export.ort_fusion import qlinear_sigmoid_levels
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
                                   dequantize_bias_input, dequantize_weight_input, fold_into_bias,
                                   quantize_activation_input, quantize_activation_output, set_metadata,
-                                  sigmoid_as_table)
+                                  sigmoid_as_gate, sigmoid_as_table)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo import set_exact_statistics
 from srq.zoo.loader import SRModel
@@ -339,6 +345,19 @@ def _sigmoid_table(scale: float, zero_point: int, qmin: int, qmax: int) -> np.nd
     return level_table(torch.sigmoid, scale, zero_point, qmin, qmax).numpy()
 
 
+def _gate_levels(scale: float, zero_point: int, qmin: int, qmax: int, gate: SiteParams) -> np.ndarray:
+    """calib's integer-gate levels for one input grid (``srq.calib.quantizer.table_levels``)."""
+    out = (torch.tensor(float(np.asarray(gate.scale)), dtype=torch.float32),
+           torch.tensor(float(np.asarray(gate.zero_point)), dtype=torch.float32))
+    return table_levels(torch.sigmoid, scale, zero_point, qmin, qmax, *out, gate.qmin, gate.qmax).numpy()
+
+
+def _ort_gate_levels(scale: float, zero_point: int, qmin: int, qmax: int, gate: SiteParams) -> np.ndarray:
+    """The same levels from ONNX Runtime's ``QLinearSigmoid`` on this machine."""
+    return qlinear_sigmoid_levels(scale, zero_point, qmin, qmax, float(np.asarray(gate.scale)),
+                                  int(np.asarray(gate.zero_point)))  # no Clip: a grid below 8 bits agrees only if unused
+
+
 def _feeds_concat(node: gs.Node) -> bool:
     """Does ``node``'s output go into a Concat?
 
@@ -387,9 +406,12 @@ def recipe_fingerprint(recipe: Recipe) -> str:
 
 
 def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
+    """``{layer path: {role: site}}`` of the Conv / Linear / MatMul sites (gate sites: ``_gate_sites``)."""
     layers: dict[str, dict[str, SiteParams]] = {}
     known = set(INPUT_ROLES) | set(OUTPUT_ROLES) | {"weight_q"}
     for s in recipe.sites:
+        if s.op == "sigmoid":
+            continue
         path, _, role = s.name.rpartition(".")
         if role not in known:
             raise SrqError(f"recipe site {s.name}: unknown role {role!r} (known: {', '.join(sorted(known))})")
@@ -398,6 +420,35 @@ def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
                            f"(role {role}, beta shape {np.shape(s.beta)})")
         layers.setdefault(path, {})[role] = s
     return layers
+
+
+def _gate_sites(recipe: Recipe) -> dict[str, SiteParams]:
+    """``{sigmoid path: gate site}`` of an integer-gate recipe."""
+    gates = {s.name.rpartition(".")[0]: s for s in recipe.sites if s.op == "sigmoid"}
+    for path, s in gates.items():
+        if not s.name.endswith(".output") or s.granularity != "tensor" or s.symmetric:
+            raise SrqError(f"recipe site {s.name}: a gate is a per-tensor asymmetric <sigmoid>.output site")
+    return gates
+
+
+def _put_gates(graph: gs.Graph, recipe: Recipe, target: Target) -> None:
+    """Sigmoids on a requantized conv output (ORT): calib's tables, or with gate sites its integer gates."""
+    gates = _gate_sites(recipe)
+    sigmoids = [(_scope(n.name), n) for n in graph.nodes if n.op == "Sigmoid"]
+    missing = sorted(set(gates) - {path for path, _ in sigmoids})
+    if missing:
+        raise SrqError(f"recipe gate sites with no Sigmoid in the {recipe.model.arch} ONNX graph: "
+                       f"{', '.join(f'{p}.output' for p in missing)}")
+    if target != "ort" or not recipe.placement.sigmoid_tables:
+        return  # TensorRT: its own sigmoid, float gates
+    for i, (path, node) in enumerate(sigmoids):
+        gate = gates.get(path)
+        if gate is None:
+            sigmoid_as_table(graph, node, _sigmoid_table, f"sigmoid_table_{i}")
+        else:  # None when the sigmoid does not read a requantized output: the site is inert, as in calib
+            sigmoid_as_gate(graph, node, float(np.asarray(gate.scale)), int(np.asarray(gate.zero_point)),
+                            lambda *grid, g=gate: _gate_levels(*grid, g), lambda *grid, g=gate: _ort_gate_levels(*grid, g),
+                            f"gate_{i}")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -454,9 +505,7 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
             exporter.layer(layer, layers[path], path)
         if target == "trt":
             float64_to_float32(graph)
-        if target == "ort" and recipe.placement.sigmoid_tables:
-            for i, node in enumerate([n for n in graph.nodes if n.op == "Sigmoid"]):
-                sigmoid_as_table(graph, node, _sigmoid_table, f"sigmoid_table_{i}")
+        _put_gates(graph, recipe, target)
         proto = gs.export_onnx(graph.cleanup().toposort())
         proto.metadata_props.extend(fp.metadata_props)
         set_metadata(proto, {

@@ -21,7 +21,8 @@ at the end. Patterns:
   on a node's output (bias correction: ``W_q @ beta``);
 * the shift terms of a MatMul whose inputs were quantized as ``Q(a - beta_a)``, ``Q(b - beta_b)``:
   ``A' B' + beta_a colsum(B') + beta_b rowsum(A') + K beta_a beta_b`` (the MatMul stays integer);
-* ``DQ -> Sigmoid`` on a requantized output as a table lookup (``sigmoid_as_table``);
+* ``DQ -> Sigmoid`` on a requantized output as a table lookup (``sigmoid_as_table``), or on the
+  uint8 gate grid (``sigmoid_as_gate``);
 * model ``metadata_props``.
 
 Packed sub-byte initializers are built with ``onnx.numpy_helper.from_array`` on ``ml_dtypes``
@@ -253,26 +254,25 @@ def conv_integer_float_output(graph: gs.Graph, conv: gs.Node, name: str) -> gs.N
     return node
 
 
-def sigmoid_as_table(graph: gs.Graph, sigmoid: gs.Node, table_of, name: str) -> bool:
-    """Replace ``Q -> [Clip] -> DQ -> Sigmoid`` (per-tensor DQ) by ``Cast(int32) -> [Sub(qmin)] -> Gather(table)``.
-
-    ``table_of(scale, zero_point, qmin, qmax)`` returns the float32 values for ``q = qmin..qmax``
-    (calib's ``level_table``). Returns False, leaving the graph as it is, when the Sigmoid's
-    input is not such a DQ. The DQ stays for any other consumer.
-    """
+def _table_input(sigmoid: gs.Node) -> tuple[gs.Tensor, float, gs.Constant, int, int] | None:
+    """``(q, scale, zero_point, qmin, qmax)`` of the ``Q -> [Clip] -> DQ`` (per-tensor) a Sigmoid reads, else None."""
     dq = sigmoid.inputs[0].inputs[0] if sigmoid.inputs[0].inputs else None
     if dq is None or dq.op != "DequantizeLinear" or dq.attrs.get("axis") is not None:
-        return False
+        return None
     q, scale, zero_point = dq.inputs[:3]
     if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
-        return False
+        return None
     producer = q.inputs[0] if q.inputs else None
     if producer is not None and producer.op == "Clip":
         qmin, qmax = (int(np.asarray(t.values)) for t in producer.inputs[1:3])
     else:
         info = np.iinfo(zero_point.values.dtype)
         qmin, qmax = int(info.min), int(info.max)
-    table = np.asarray(table_of(float(scale.values), int(zero_point.values), qmin, qmax), np.float32)
+    return q, float(scale.values), zero_point, qmin, qmax
+
+
+def _lookup(q: gs.Tensor, table: np.ndarray, qmin: int, name: str, out: gs.Tensor) -> list[gs.Node]:
+    """``Cast(int32) -> [Sub(qmin)] -> Gather(table)`` from integer tensor ``q`` into ``out``."""
     index = gs.Variable(f"{name}_index", dtype=np.int32)
     nodes = [gs.Node("Cast", f"{name}_Cast", attrs={"to": onnx.TensorProto.INT32}, inputs=[q], outputs=[index])]
     if qmin:
@@ -281,11 +281,61 @@ def sigmoid_as_table(graph: gs.Graph, sigmoid: gs.Node, table_of, name: str) -> 
         nodes.append(gs.Node("Sub", f"{name}_Sub", inputs=[index, qmin_const], outputs=[shifted]))
         index = shifted
     nodes.append(gs.Node("Gather", f"{name}_Gather", attrs={"axis": 0},
-                         inputs=[gs.Constant(f"{name}_table", table), index], outputs=list(sigmoid.outputs)))
+                         inputs=[gs.Constant(f"{name}_table", table), index], outputs=[out]))
+    return nodes
+
+
+def sigmoid_as_table(graph: gs.Graph, sigmoid: gs.Node, table_of, name: str) -> bool:
+    """Replace ``Q -> [Clip] -> DQ -> Sigmoid`` (per-tensor DQ) by ``Cast(int32) -> [Sub(qmin)] -> Gather(table)``.
+
+    ``table_of(scale, zero_point, qmin, qmax)`` returns the float32 values for ``q = qmin..qmax``
+    (calib's ``level_table``). Returns False, leaving the graph as it is, when the Sigmoid's
+    input is not such a DQ. The DQ stays for any other consumer.
+    """
+    found = _table_input(sigmoid)
+    if found is None:
+        return False
+    q, scale, zero_point, qmin, qmax = found
+    table = np.asarray(table_of(scale, int(zero_point.values), qmin, qmax), np.float32)
+    nodes = _lookup(q, table, qmin, name, sigmoid.outputs[0])
     sigmoid.outputs.clear()
     sigmoid.inputs.clear()
     graph.nodes.extend(nodes)
     return True
+
+
+def sigmoid_as_gate(graph: gs.Graph, sigmoid: gs.Node, out_scale: float, out_zero_point: int, levels_of,
+                    kernel_levels_of, name: str) -> str | None:
+    """Requantize the Sigmoid reading ``Q -> [Clip] -> DQ`` (per-tensor) on the uint8 gate grid ``(out_scale, out_zero_point)``.
+
+    ``levels_of(scale, zero_point, qmin, qmax)``: the gate's uint8 level for each input level
+    (calib's ``table_levels``); ``kernel_levels_of(...)``: the same as the engine computes them. Equal:
+    ``Sigmoid -> Q -> DQ`` after the DQ (ONNX Runtime's ``QLinearSigmoid``), returns ``"qlinear"``;
+    different: ``Cast -> [Sub] -> Gather(uint8 levels) -> DQ``, returns ``"gather"``. Either way the
+    gate leaves through a DequantizeLinear, so a following Mul can fuse. None (graph unchanged) when
+    the input is not such a DQ.
+    """
+    found = _table_input(sigmoid)
+    if found is None:
+        return None
+    q, scale, zero_point, qmin, qmax = found
+    args = (scale, int(zero_point.values), qmin, qmax)
+    levels = np.asarray(levels_of(*args)).astype(np.uint8)
+    gate_s = gs.Constant(f"{name}_scale", np.array(out_scale, np.float32))
+    gate_zp = gs.Constant(f"{name}_zero_point", np.array(out_zero_point, np.uint8))
+    gate_q = gs.Variable(f"{name}_q", dtype=np.uint8)
+    if np.array_equal(levels, kernel_levels_of(*args)):
+        y = gs.Variable(f"{name}_sigmoid", dtype=np.float32)
+        how, nodes = "qlinear", [gs.Node("Sigmoid", f"{name}_Sigmoid", inputs=list(sigmoid.inputs), outputs=[y]),
+                                 gs.Node("QuantizeLinear", f"{name}_Q", inputs=[y, gate_s, gate_zp], outputs=[gate_q])]
+    else:
+        how, nodes = "gather", _lookup(q, levels, qmin, name, gate_q)
+    nodes.append(gs.Node("DequantizeLinear", f"{name}_DQ", inputs=[gate_q, gate_s, gate_zp],
+                         outputs=[sigmoid.outputs[0]]))
+    sigmoid.outputs.clear()
+    sigmoid.inputs.clear()
+    graph.nodes.extend(nodes)
+    return how
 
 
 def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:

@@ -30,6 +30,7 @@ def test_run_passes_and_fails_on_gates(shared_data, tmp_path):
     recipe = json.loads((folder / "recipe.json").read_text())  # 8-bit weights: symmetric int8 by default
     weights = [site for site in recipe["sites"] if site["kind"] == "weight"]
     assert recipe["placement"]["weight_symmetric_8bit"] is True and weights
+    assert recipe["placement"]["integer_gates"] is True  # srq run's ORT default (FSRCNN has no gate to requantize)
     assert all(site["symmetric"] and site["qmin"] == -127 and site["qmax"] == 127 for site in weights)
 
     bad = _run(shared_data, tmp_path / "bad", "--min-speedup", "100")

@@ -88,6 +88,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SwinIR's qkv Linear: split into Q, K, V with an input quantizer each (2DQuant, default) or "
                         "kept fused with one: same bounds at phase 1, and the engine runs one integer GEMM instead of "
                         "three and a Concat (faster, docs/speed.md)")
+    p.add_argument("--integer-gates", action="store_true",
+                   help="sigmoid gates (PAN's pixel attention, RFDN's ESA) on the fixed uint8 grid of [0, 1] "
+                        "(step 1/255): ONNX Runtime then runs them as QLinearSigmoid instead of a float table "
+                        "lookup, and PAN's gate product as QLinearMul, both reproduced exactly here. Not with "
+                        "--symmetric (docs/speed.md)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
@@ -124,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                                 conv_output_bits=args.conv_output_bits or None,
                                 first_conv_bits=args.first_conv_bits or None,
                                 float_output=tuple(args.float_output), qkv=args.qkv,
-                                layer_bits=tuple(args.layer_bits))
+                                layer_bits=tuple(args.layer_bits), integer_gates=args.integer_gates)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)

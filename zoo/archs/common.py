@@ -11,7 +11,7 @@ import copy
 import re
 
 from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
-from torch import nn
+from torch import Tensor, nn
 
 
 def scaled_copy(net: nn.Module, scale: int) -> nn.Module:
@@ -21,6 +21,17 @@ def scaled_copy(net: nn.Module, scale: int) -> nn.Module:
     out = copy.deepcopy(net)
     out.scale = scale
     return out
+
+
+class Gate(nn.Module):
+    """``x * gate`` as a module, so that calibration can swap it (``srq.calib.layers.QuantGate``).
+
+    Use it only where exactly one layer, and nothing else, reads the product: an integer engine
+    then fuses the product with that layer's input quantization (ONNX Runtime's ``QLinearMul``),
+    which calibration reproduces."""
+
+    def forward(self, x: Tensor, gate: Tensor) -> Tensor:
+        return x * gate
 
 
 def set_exact_statistics(net: nn.Module, on: bool = True) -> int:

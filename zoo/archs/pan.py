@@ -14,7 +14,7 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import nn
 
-from srq.zoo.archs.common import scaled_copy, sr_descriptor
+from srq.zoo.archs.common import Gate, scaled_copy, sr_descriptor
 
 
 class PixelAttention(nn.Module):
@@ -36,9 +36,10 @@ class PAConv(nn.Module):
         self.k3 = nn.Conv2d(nf, nf, 3, padding=1, bias=False)
         self.k4 = nn.Conv2d(nf, nf, 3, padding=1, bias=False)
         self.sigmoid = nn.Sigmoid()
+        self.gate = Gate()  # k4 alone reads the product
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.k4(self.k3(x) * self.sigmoid(self.k2(x)))
+        return self.k4(self.gate(self.k3(x), self.sigmoid(self.k2(x))))
 
 
 class SCPA(nn.Module):
