@@ -47,8 +47,9 @@ which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in
 calibration (``srq.calib.layers.TableSigmoid``) and in the ORT export (``Gather``).
-``integer_gates``: each such sigmoid also gets an output site ``<sigmoid path>.output`` (op
-``"sigmoid"``, at ``conv_output_bits``, searched and trained like any activation site); its table is
+``integer_gates``: a sigmoid that follows a requantized conv on a spatial map (not IMDN's
+per-channel attention) also gets an output site ``<sigmoid path>.output`` (op ``"sigmoid"``, at
+``conv_output_bits``, searched and trained like any activation site); its table is
 ``srq.calib.quantizer.table_levels`` of that grid, and the product of an arch's ``Gate`` is read by
 its one consuming layer as ONNX Runtime's ``QLinearMul`` computes it
 (``srq.calib.quantizer.qlinear_mul_levels``). A gate site whose sigmoid does not read a
@@ -291,8 +292,9 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     wanted = {s.name for s in recipe.sites}
     # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
     no_output = replace(recipe.placement, conv_output_bits=None)
+    gates = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "sigmoid")
     sites = place_at(model, recipe.placement, layer_paths,
-                     {p: no_output for p in layer_paths if f"{p}.output" not in wanted})
+                     {p: no_output for p in layer_paths if f"{p}.output" not in wanted}, gates)
     if set(sites) != wanted:
         missing, extra = sorted(wanted - set(sites)), sorted(set(sites) - wanted)
         raise SrqError(f"recipe does not fit this model: sites missing in the model {missing[:3]}, "

@@ -147,12 +147,13 @@ class _Call:
     in_hw: tuple[int, ...]
 
 
-def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
-    """Leaf Conv2d / Linear / PixelShuffle calls of one no-grad forward, in call order."""
+def _trace_calls(model: nn.Module, example: Tensor,
+                 kinds: tuple[type, ...] = (nn.Conv2d, nn.Linear, nn.PixelShuffle)) -> list[_Call]:
+    """Leaf calls of the module types ``kinds`` in one no-grad forward, in call order."""
     calls: list[_Call] = []
     handles = []
     for path, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle)):
+        if isinstance(m, kinds):
             def hook(mod, args, _out, path=path):
                 calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else ()))
             handles.append(m.register_forward_hook(hook))
@@ -277,7 +278,19 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     if first in paths:
         b = cfg.first_conv_bits
         overrides[first] = _float_output(replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True))
-    return place_at(model, cfg, paths, overrides)
+    requantized = {p for p in paths if p not in floats and p != first and isinstance(model.get_submodule(p), nn.Conv2d)}
+    gates = _gate_paths(model, example, requantized) if cfg.integer_gates and cfg.conv_output_bits else ()
+    return place_at(model, cfg, paths, overrides, gates)
+
+
+def _gate_paths(model: nn.Module, example: Tensor, requantized: set[str]) -> tuple[str, ...]:
+    """The ``nn.Sigmoid`` paths worth an integer gate: called right after a conv whose output is
+    requantized (its likely input) on a spatial map (not a per-channel attention vector such as
+    IMDN's, where a gate would save nothing). A site on a sigmoid that turns out to read something
+    else stays inert (``TableSigmoid``)."""
+    calls = _trace_calls(model, example, (nn.Conv2d, nn.Linear, nn.Sigmoid))
+    return tuple(c.path for prev, c in zip(calls, calls[1:]) if isinstance(c.module, nn.Sigmoid)
+                 and prev.path in requantized and c.in_hw and c.in_hw[0] * c.in_hw[1] > 1)
 
 
 def _float_output(cfg: PlacementConfig) -> PlacementConfig:
@@ -308,13 +321,13 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
 
 
 def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
-             overrides: dict[str, PlacementConfig] | None = None) -> dict[str, FakeQuantizer]:
+             overrides: dict[str, PlacementConfig] | None = None, gates: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
     ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output);
-    with ``cfg.integer_gates`` each of those gets an output quantizer at ``conv_output_bits`` (op
-    ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``.
+    with ``cfg.integer_gates`` those at ``gates`` (paths) get an output quantizer at ``conv_output_bits``
+    (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``.
     Statistics that a model can sum exactly (``srq.zoo.set_exact_statistics``) are switched on."""
     _refuse_quantized(model)
     todo: dict[str, str] = {}
@@ -336,7 +349,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
         _set(model, path, _quant_attention(m, layer_cfg) if what == "attention" else _quant_layer(m, layer_cfg))
     if cfg.sigmoid_tables:
         for name in [n for n, m in model.named_modules() if type(m) is nn.Sigmoid]:
-            _set(model, name, TableSigmoid(_act_q(cfg, "sigmoid", cfg.conv_output_bits) if cfg.integer_gates else None))
+            gate = cfg.integer_gates and name in gates
+            _set(model, name, TableSigmoid(_act_q(cfg, "sigmoid", cfg.conv_output_bits) if gate else None))
     if cfg.integer_gates:
         for name in [n for n, m in model.named_modules() if type(m) is Gate]:
             _set(model, name, QuantGate())

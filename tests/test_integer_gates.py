@@ -110,7 +110,7 @@ class GatedConvs(nn.Module):
 
 def _gated(**placement) -> tuple[GatedConvs, dict]:
     model = GatedConvs()
-    sites = place_at(model, PlacementConfig(w_bits=8, a_bits=8, **placement), ["k2", "k3", "k4"])
+    sites = place_at(model, PlacementConfig(w_bits=8, a_bits=8, **placement), ["k2", "k3", "k4"], gates=("sigmoid",))
     for q in sites.values():
         one = torch.ones(()) if q.axis is None else torch.ones(q.lb.shape)
         q.set_bounds(-2.5 * one, 3.0 * one)
@@ -235,3 +235,18 @@ def test_cli_integer_gates_flag_reaches_the_recipe(shared_data, tmp_path):
     assert main(["calibrate", str(shared_data / "weights/FSRCNN/fsrcnn_x2.pth"), "--symmetric", "--integer-gates",
                  "--out", str(tmp_path / "bad.json")]) == 2  # SrqError
     assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("weights, policy, gates", [("PAN/PANx4_DF2K.pth", "body", 16), ("PAN/PANx4_DF2K.pth", "all", 18),
+                                                    ("IMDN/IMDN_x2.pth", "body", 0), ("RFDN/RFDN_AIM.pth", "body", 4)])
+def test_gate_sites_go_where_a_gate_saves_work(shared_data, weights, policy, gates):
+    """Gate sites on sigmoids right after a requantized conv on a spatial map: PAN's PAConv gates (and its HR
+    attention gates once policy all quantizes those convs), RFDN's ESA; none for IMDN's per-channel CCA."""
+    from srq.calib.sites import place_quantizers
+
+    model = load_model(shared_data / "weights" / weights)
+    sites = place_quantizers(model.module, PlacementConfig(policy=policy, integer_gates=True, first_conv_bits=8),
+                             torch.rand(1, 3, 24, 24))
+    found = [name for name, q in sites.items() if q.op == "sigmoid"]
+    assert len(found) == gates and all(name.endswith("sigmoid.output") for name in found), found
