@@ -32,6 +32,9 @@
    (checked level by level), else a uint8 ``Gather`` of them and a DQ. A following Mul then reads two
    DQs and, where one QuantizeLinear alone reads it, ORT fuses a ``QLinearMul``, which calib computes
    for an arch's ``Gate``. ``target="trt"`` keeps float sigmoids (TensorRT's own kernels).
+7. ``target="ort"``: each part of a Concat that one QuantizeLinear alone reads is quantized on that
+   grid first (``requantize_concat_inputs``; the same levels, by idempotence), so ORT runs
+   QLinearConcat, and QLinearLeakyRelu for the parts that are LeakyReLUs of a requantized output.
 
 ``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
 weights too, because ORT cannot create a session with int2 weights, see
@@ -81,8 +84,8 @@ from srq.export.float64 import float64_to_float32
 from srq.export.ort_fusion import qlinear_sigmoid_levels
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
                                   dequantize_bias_input, dequantize_weight_input, fold_into_bias,
-                                  quantize_activation_input, quantize_activation_output, set_metadata,
-                                  sigmoid_as_gate, sigmoid_as_table)
+                                  quantize_activation_input, quantize_activation_output, requantize_concat_inputs,
+                                  set_metadata, sigmoid_as_gate, sigmoid_as_table)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo import set_exact_statistics
 from srq.zoo.loader import SRModel
@@ -506,6 +509,8 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         if target == "trt":
             float64_to_float32(graph)
         _put_gates(graph, recipe, target)
+        if target == "ort":
+            requantize_concat_inputs(graph)
         proto = gs.export_onnx(graph.cleanup().toposort())
         proto.metadata_props.extend(fp.metadata_props)
         set_metadata(proto, {

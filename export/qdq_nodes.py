@@ -23,6 +23,7 @@ at the end. Patterns:
   ``A' B' + beta_a colsum(B') + beta_b rowsum(A') + K beta_a beta_b`` (the MatMul stays integer);
 * ``DQ -> Sigmoid`` on a requantized output as a table lookup (``sigmoid_as_table``), or on the
   uint8 gate grid (``sigmoid_as_gate``);
+* the parts of a Concat requantized on the grid that reads it (``requantize_concat_inputs``);
 * model ``metadata_props``.
 
 Packed sub-byte initializers are built with ``onnx.numpy_helper.from_array`` on ``ml_dtypes``
@@ -336,6 +337,34 @@ def sigmoid_as_gate(graph: gs.Graph, sigmoid: gs.Node, out_scale: float, out_zer
     sigmoid.inputs.clear()
     graph.nodes.extend(nodes)
     return how
+
+
+def requantize_concat_inputs(graph: gs.Graph) -> int:
+    """Give each input of a Concat that one per-tensor QuantizeLinear alone reads a ``Q -> DQ`` on that grid.
+
+    Exact by idempotence: quantizing each part on the output grid before concatenating, then the
+    whole again, gives the same levels as quantizing the concatenation once (concatenation moves
+    values, it computes nothing). ONNX Runtime then fuses ``QLinearConcat`` and, where a part is
+    ``DQ -> LeakyRelu``, ``QLinearLeakyRelu``. Returns the number of Concats changed.
+    """
+    changed = 0
+    for concat in [n for n in graph.nodes if n.op == "Concat"]:
+        readers = concat.outputs[0].outputs
+        if (len(readers) != 1 or readers[0].op != "QuantizeLinear" or readers[0].attrs.get("axis") is not None
+                or concat.outputs[0] in graph.outputs):
+            continue
+        scale, zero_point = readers[0].inputs[1:3]
+        if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
+            continue
+        for i, part in enumerate(list(concat.inputs)):
+            name = f"{concat.name}_in{i}"
+            q = gs.Variable(f"{name}_q", dtype=zero_point.values.dtype)
+            dq = gs.Variable(f"{name}_dq", dtype=np.float32)
+            graph.nodes.extend([gs.Node("QuantizeLinear", f"{name}_Q", inputs=[part, scale, zero_point], outputs=[q]),
+                                gs.Node("DequantizeLinear", f"{name}_DQ", inputs=[q, scale, zero_point], outputs=[dq])])
+            concat.inputs[i] = dq
+        changed += 1
+    return changed
 
 
 def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:

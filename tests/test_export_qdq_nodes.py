@@ -8,8 +8,9 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 
+from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, dequantize_bias_input, dequantize_weight_input,
-                                  fold_into_bias, quantize_activation_input, set_metadata)
+                                  fold_into_bias, quantize_activation_input, requantize_concat_inputs, set_metadata)
 
 
 def _run(graph: gs.Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -142,3 +143,36 @@ def test_matmul_shift_terms_leave_out_what_a_row_softmax_cancels(then):
         want = np.maximum(logits, 0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert [n.op for n in graph.nodes].count("ReduceSum") == (1 if then == "Softmax" else 2)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_requantized_concat_parts_give_the_same_levels_and_fuse(bits):
+    """``DQ -> LeakyRelu`` and a float part concatenated, then one grid (with the integer Clip below 8
+    bits): the parts requantized on that grid first give bit-identical outputs, and ORT runs
+    QLinearConcat / QLinearLeakyRelu; a Concat read by anything but one QuantizeLinear is left alone."""
+    def build() -> gs.Graph:
+        a_q, b = gs.Variable("a_q", np.uint8, (1, 3, 4, 4)), gs.Variable("b", np.float32, (1, 2, 4, 4))
+        a, leaky, cat = (gs.Variable(n, np.float32) for n in ("a", "leaky", "cat"))
+        s_a, zp_a = gs.Constant("s_a", np.array(0.05, np.float32)), gs.Constant("zp_a", np.array(100, np.uint8))
+        nodes = [gs.Node("DequantizeLinear", "dq_a", inputs=[a_q, s_a, zp_a], outputs=[a]),
+                 gs.Node("LeakyRelu", "leaky", attrs={"alpha": 0.2}, inputs=[a], outputs=[leaky]),
+                 gs.Node("Concat", "concat", attrs={"axis": 1}, inputs=[leaky, b], outputs=[cat])]
+        graph = gs.Graph(nodes=nodes, inputs=[a_q, b], outputs=[], opset=13)
+        grid = IntGrid(np.array(0.03, np.float32), np.array(40), 0, 2**bits - 1, "uint8")
+        reader = gs.Node("Identity", "reader", inputs=[cat], outputs=[gs.Variable("out", np.float32, (1, 5, 4, 4))])
+        graph.nodes.append(reader)
+        quantize_activation_input(graph, reader, 0, grid, "site")
+        graph.outputs = [reader.outputs[0]]
+        return graph
+
+    rng = np.random.default_rng(0)
+    feeds = {"a_q": rng.integers(0, 256, (1, 3, 4, 4)).astype(np.uint8),
+             "b": rng.uniform(-3, 6, (1, 2, 4, 4)).astype(np.float32)}
+    before, after = build(), build()
+    assert requantize_concat_inputs(after) == 1
+    np.testing.assert_array_equal(_run(after, feeds)[0], _run(before, feeds)[0])
+    counts = optimized_op_counts(gs.export_onnx(after.cleanup().toposort()))
+    assert counts["QLinearConcat"] == 1 and counts["QLinearLeakyRelu"] == 1 and "Concat" not in counts, counts
+    two_readers = build()
+    two_readers.outputs.append(two_readers.nodes[2].outputs[0])  # the Concat's output is also a graph output
+    assert requantize_concat_inputs(two_readers) == 0

@@ -210,6 +210,7 @@ def test_pan_integer_gates_engine_is_exact_and_fully_fused(shared_data, tmp_path
     # a gate whose table ORT's own sigmoid does not reproduce level for level is a uint8 Gather instead
     assert counts["QLinearSigmoid"] + counts["Gather"] == 18 and counts["QLinearSigmoid"] > counts["Gather"], counts
     assert counts["QLinearMul"] == 16 and "Sigmoid" not in counts, counts
+    assert counts["QLinearConcat"] == 16 and "Concat" not in counts, counts  # requantize_concat_inputs
     fake = load_model(weights)
     apply_recipe(fake.module, recipe)
     session = _session(onnx.load(str(path)))

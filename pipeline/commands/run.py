@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default on; <= 7-bit weights are int8 either way)")
     p.add_argument("--integer-gates", action=argparse.BooleanOptionalAction, default=True,
                    help="target ort: sigmoid gates requantized by their own sites, run as QLinearSigmoid / QLinearMul "
-                        "(srq calibrate --integer-gates; PAN x4 W8A8 policy all: 1.17x -> 1.90x for -0.016 dB, "
+                        "(srq calibrate --integer-gates; PAN x4 W8A8 policy all: 1.25x -> 2.22x for -0.016 dB, "
                         "docs/integer-gates.md; no effect on nets without sigmoid gates). Default on")
     p.add_argument("--layer-bits", action="append", default=[], metavar="GLOB=wNaM",
                    help="mixed precision: other bits for the layers whose path matches (repeatable; see srq calibrate)")
