@@ -89,10 +89,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "kept fused with one: same bounds at phase 1, and the engine runs one integer GEMM instead of "
                         "three and a Concat (faster, docs/speed.md)")
     p.add_argument("--integer-gates", action="store_true",
-                   help="sigmoid gates (PAN's pixel attention, RFDN's ESA) on the fixed uint8 grid of [0, 1] "
-                        "(step 1/255): ONNX Runtime then runs them as QLinearSigmoid instead of a float table "
+                   help="spatial sigmoid gates that read a requantized conv output (PAN's pixel attention, RFDN's "
+                        "ESA) get their own 8-bit output site (<sigmoid>.output, searched and trained like any "
+                        "activation): ONNX Runtime then runs them as QLinearSigmoid instead of a float table "
                         "lookup, and PAN's gate product as QLinearMul, both reproduced exactly here. Not with "
-                        "--symmetric (docs/speed.md)")
+                        "--symmetric (docs/integer-gates.md)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
