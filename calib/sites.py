@@ -66,8 +66,7 @@ from srq.calib.layers import (QuantConv2d, QuantGate, QuantLinear, QuantMatMul, 
                               TableSigmoid)
 from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
-from srq.zoo import set_exact_statistics
-from srq.zoo.archs.common import Gate
+from srq.zoo import Gate, set_exact_statistics
 
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")

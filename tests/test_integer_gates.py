@@ -25,7 +25,7 @@ from srq.export.qdq_export import export_quantized
 from srq.export.qdq_nodes import sigmoid_as_gate
 from srq.imaging.datasets import open_folder
 from srq.pipeline.cli import main
-from srq.zoo.archs.common import Gate
+from srq.zoo import Gate
 from srq.zoo.loader import load_model
 
 

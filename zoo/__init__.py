@@ -1,11 +1,12 @@
 """PyTorch SR model zoo: architecture detection from state-dict keys (spandrel registry + srq's own architecture files) and checkpoint loading.
 
-Public API: ``load_model(spec, scale=None) -> SRModel``, ``upscale_image(model, lr) -> sr`` and
-``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models).
+Public API: ``load_model(spec, scale=None) -> SRModel``, ``upscale_image(model, lr) -> sr``,
+``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models) and
+``Gate`` (the module an architecture uses for a gated product that one layer alone reads).
 """
 
-from srq.zoo.archs.common import set_exact_statistics
+from srq.zoo.archs.common import Gate, set_exact_statistics
 from srq.zoo.infer import upscale_image
 from srq.zoo.loader import SRModel, load_model
 
-__all__ = ["SRModel", "load_model", "set_exact_statistics", "upscale_image"]
+__all__ = ["Gate", "SRModel", "load_model", "set_exact_statistics", "upscale_image"]
