@@ -97,7 +97,7 @@ class PlacementConfig:
     first_conv_bits: int | None = None  # body / all: integer first conv at these bits, float output; None: FP
     float_output: tuple[str, ...] = ()  # globs: quantized convs that keep a float output (ConvInteger)
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
-    integer_gates: bool = False  # those tables requantized by a gate site (<sigmoid>.output); an arch's Gate product as ORT's QLinearMul
+    integer_gates: bool = False  # gate sites <sigmoid>.output on those tables; a Gate product as QLinearMul
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
     layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)
 
@@ -320,7 +320,8 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
 
 
 def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
-             overrides: dict[str, PlacementConfig] | None = None, gates: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
+             overrides: dict[str, PlacementConfig] | None = None,
+             gates: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every

@@ -357,8 +357,9 @@ def _gate_levels(scale: float, zero_point: int, qmin: int, qmax: int, gate: Site
 
 def _ort_gate_levels(scale: float, zero_point: int, qmin: int, qmax: int, gate: SiteParams) -> np.ndarray:
     """The same levels from ONNX Runtime's ``QLinearSigmoid`` on this machine."""
+    # no Clip after the Q: a grid below 8 bits agrees only where the table never leaves it
     return qlinear_sigmoid_levels(scale, zero_point, qmin, qmax, float(np.asarray(gate.scale)),
-                                  int(np.asarray(gate.zero_point)))  # no Clip: a grid below 8 bits agrees only if unused
+                                  int(np.asarray(gate.zero_point)))
 
 
 def _feeds_concat(node: gs.Node) -> bool:
@@ -450,8 +451,8 @@ def _put_gates(graph: gs.Graph, recipe: Recipe, target: Target) -> None:
             sigmoid_as_table(graph, node, _sigmoid_table, f"sigmoid_table_{i}")
         else:  # None when the sigmoid does not read a requantized output: the site is inert, as in calib
             sigmoid_as_gate(graph, node, float(np.asarray(gate.scale)), int(np.asarray(gate.zero_point)),
-                            lambda *grid, g=gate: _gate_levels(*grid, g), lambda *grid, g=gate: _ort_gate_levels(*grid, g),
-                            f"gate_{i}")
+                            lambda *grid, g=gate: _gate_levels(*grid, g),
+                            lambda *grid, g=gate: _ort_gate_levels(*grid, g), f"gate_{i}")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -307,7 +307,8 @@ def sigmoid_as_table(graph: gs.Graph, sigmoid: gs.Node, table_of, name: str) -> 
 
 def sigmoid_as_gate(graph: gs.Graph, sigmoid: gs.Node, out_scale: float, out_zero_point: int, levels_of,
                     kernel_levels_of, name: str) -> str | None:
-    """Requantize the Sigmoid reading ``Q -> [Clip] -> DQ`` (per-tensor) on the uint8 gate grid ``(out_scale, out_zero_point)``.
+    """Requantize the Sigmoid reading ``Q -> [Clip] -> DQ`` (per-tensor) on the uint8 gate grid
+    ``(out_scale, out_zero_point)``.
 
     ``levels_of(scale, zero_point, qmin, qmax)``: the gate's uint8 level for each input level
     (calib's ``table_levels``); ``kernel_levels_of(...)``: the same as the engine computes them. Equal:

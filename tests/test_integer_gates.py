@@ -239,7 +239,8 @@ def test_cli_integer_gates_flag_reaches_the_recipe(shared_data, tmp_path):
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("weights, policy, gates", [("PAN/PANx4_DF2K.pth", "body", 16), ("PAN/PANx4_DF2K.pth", "all", 18),
+@pytest.mark.parametrize("weights, policy, gates", [("PAN/PANx4_DF2K.pth", "body", 16),
+                                                    ("PAN/PANx4_DF2K.pth", "all", 18),
                                                     ("IMDN/IMDN_x2.pth", "body", 0), ("RFDN/RFDN_AIM.pth", "body", 4)])
 def test_gate_sites_go_where_a_gate_saves_work(shared_data, weights, policy, gates):
     """Gate sites on sigmoids right after a requantized conv on a spatial map: PAN's PAConv gates (and its HR
