@@ -61,8 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srq.calib.quantizer import (FakeQuantizer, integer_conv_with_float_output, level_table, qlinear_mul_levels,
-                                  table_levels)
+from srq.calib.quantizer import FakeQuantizer, integer_conv_with_float_output, level_table, qlinear_mul_levels
 
 _INT32_MAX = 2**31 - 1
 GRID_TAG = "srq_grid"  # attribute naming the output quantizer on a requantized conv (or gate) output tensor
@@ -266,8 +265,8 @@ class TableSigmoid(nn.Module):
     can flip a level). The gradient is sigmoid's. Any other input: plain sigmoid.
 
     ``output`` (integer gates): the gate's own quantizer (site ``<path>.output``, searched and
-    trained like any activation site). On a tagged input the table is then ``table_levels`` of the
-    output grid, the value is dequantized from it, and it is tagged in turn (``GRID_TAG``); the
+    trained like any activation site). On a tagged input the table is then quantized by it (the
+    dequantized ``srq.calib.quantizer.table_levels``), and the output is tagged in turn (``GRID_TAG``); the
     export writes ``DQ -> Sigmoid -> Q -> DQ`` (ORT's ``QLinearSigmoid``, checked against this table)
     or a uint8 ``Gather``. On any other input the quantizer stays unused (it only observes), as the
     export leaves such a sigmoid float.
@@ -287,13 +286,8 @@ class TableSigmoid(nn.Module):
             s, zp = grid[0].qparams()
             fmt = grid[0].fmt
             index = (torch.round(x / s) + zp - fmt.qmin).long()
-            if gate:
-                s_out, zp_out = self.output.qparams()
-                out = self.output.fmt
-                exact = (table_levels(torch.sigmoid, s, zp, fmt.qmin, fmt.qmax, s_out, zp_out, out.qmin, out.qmax)
-                         - zp_out)[index] * s_out
-            else:
-                exact = level_table(torch.sigmoid, s, zp, fmt.qmin, fmt.qmax)[index]
+            table = level_table(torch.sigmoid, s, zp, fmt.qmin, fmt.qmax)
+            exact = (self.output.quantize_shifted(table) if gate else table)[index]
         if torch.is_grad_enabled():
             y = torch.sigmoid(x)
             if gate:

@@ -200,8 +200,9 @@ def table_levels(fn, scale: Tensor | float, zero_point: Tensor | int, qmin: int,
     """Output levels of ``DequantizeLinear -> fn -> QuantizeLinear`` for every input level ``q = qmin..qmax``.
 
     ``clamp(round_half_even(fn((q - zp) s) / s_out) + zp_out, out_qmin, out_qmax)``, float32 arithmetic;
-    integer-valued float32, shape ``(qmax - qmin + 1,)``. Calibration's integer gates
-    (``srq.calib.layers.TableSigmoid``) and the export share it.
+    integer-valued float32, shape ``(qmax - qmin + 1,)``: the levels of ``fake_quant`` applied to
+    ``level_table(fn, ...)``, which calibration's integer gates (``srq.calib.layers.TableSigmoid``) read;
+    the export writes them (or checks ORT's ``QLinearSigmoid`` against them).
     """
     y = level_table(fn, scale, zero_point, qmin, qmax)
     return torch.round(y / out_scale).add_(out_zero_point).clamp_(out_qmin, out_qmax)

@@ -146,13 +146,12 @@ class _Call:
     in_hw: tuple[int, ...]
 
 
-def _trace_calls(model: nn.Module, example: Tensor,
-                 kinds: tuple[type, ...] = (nn.Conv2d, nn.Linear, nn.PixelShuffle)) -> list[_Call]:
-    """Leaf calls of the module types ``kinds`` in one no-grad forward, in call order."""
+def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
+    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid calls of one no-grad forward, in call order."""
     calls: list[_Call] = []
     handles = []
     for path, m in model.named_modules():
-        if isinstance(m, kinds):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid)):
             def hook(mod, args, _out, path=path):
                 calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else ()))
             handles.append(m.register_forward_hook(hook))
@@ -165,16 +164,16 @@ def _trace_calls(model: nn.Module, example: Tensor,
     return calls
 
 
-def _policy_layers(model: nn.Module, cfg: PlacementConfig, example: Tensor) -> tuple[list[str], list[str], str | None]:
+def _policy_layers(model: nn.Module, cfg: PlacementConfig, calls: list[_Call]) -> tuple[list[str], list[str], str | None]:
     """(attention module paths, Conv2d/Linear module paths the policy quantizes, the first layer's
-    path when it is among them at ``first_conv_bits``)."""
+    path when it is among them at ``first_conv_bits``); ``calls``: ``_trace_calls`` (unused by 2dquant)."""
     attn = [p for p, m in model.named_modules() if _is_window_attention(m)]
     if cfg.policy == "2dquant":
         if not attn:
             raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
         mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
         return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)], None
-    calls = _trace_calls(model, example)
+    calls = [c for c in calls if not isinstance(c.module, nn.Sigmoid)]
     layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
     inside_attn = tuple(p + "." for p in attn)
     if not layers:
@@ -259,7 +258,8 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     Quantizers start in ``"fp"`` mode with placeholder bounds; set them with a search or a recipe.
     """
     _refuse_quantized(model)
-    attn, layers, first = _policy_layers(model, cfg, example)
+    calls = [] if cfg.policy == "2dquant" and not cfg.integer_gates else _trace_calls(model, example)
+    attn, layers, first = _policy_layers(model, cfg, calls)
     layers += [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                and _glob(p, cfg.include) and p not in layers and not any(p.startswith(a + ".") for a in attn)]
     paths = [p for p in attn + layers if not _glob(p, cfg.exclude)]
@@ -278,16 +278,15 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         b = cfg.first_conv_bits
         overrides[first] = _float_output(replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True))
     requantized = {p for p in paths if p not in floats and p != first and isinstance(model.get_submodule(p), nn.Conv2d)}
-    gates = _gate_paths(model, example, requantized) if cfg.integer_gates and cfg.conv_output_bits else ()
+    gates = _gate_paths(calls, requantized) if cfg.integer_gates and cfg.conv_output_bits else ()
     return place_at(model, cfg, paths, overrides, gates)
 
 
-def _gate_paths(model: nn.Module, example: Tensor, requantized: set[str]) -> tuple[str, ...]:
+def _gate_paths(calls: list[_Call], requantized: set[str]) -> tuple[str, ...]:
     """The ``nn.Sigmoid`` paths worth an integer gate: called right after a conv whose output is
     requantized (its likely input) on a spatial map (not a per-channel attention vector such as
     IMDN's, where a gate would save nothing). A site on a sigmoid that turns out to read something
     else stays inert (``TableSigmoid``)."""
-    calls = _trace_calls(model, example, (nn.Conv2d, nn.Linear, nn.Sigmoid))
     return tuple(c.path for prev, c in zip(calls, calls[1:]) if isinstance(c.module, nn.Sigmoid)
                  and prev.path in requantized and c.in_hw and c.in_hw[0] * c.in_hw[1] > 1)
 

@@ -429,7 +429,7 @@ def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
 def _gate_sites(recipe: Recipe) -> dict[str, SiteParams]:
     """``{sigmoid path: gate site}`` of an integer-gate recipe."""
     gates = {s.name.rpartition(".")[0]: s for s in recipe.sites if s.op == "sigmoid"}
-    for path, s in gates.items():
+    for s in gates.values():
         if not s.name.endswith(".output") or s.granularity != "tensor" or s.symmetric:
             raise SrqError(f"recipe site {s.name}: a gate is a per-tensor asymmetric <sigmoid>.output site")
     return gates

@@ -323,21 +323,19 @@ def sigmoid_as_gate(graph: gs.Graph, sigmoid: gs.Node, out_scale: float, out_zer
     q, scale, zero_point, qmin, qmax = found
     args = (scale, int(zero_point.values), qmin, qmax)
     levels = np.asarray(levels_of(*args)).astype(np.uint8)
-    gate_s = gs.Constant(f"{name}_scale", np.array(out_scale, np.float32))
-    gate_zp = gs.Constant(f"{name}_zero_point", np.array(out_zero_point, np.uint8))
-    gate_q = gs.Variable(f"{name}_q", dtype=np.uint8)
+    grid = IntGrid(np.array(out_scale, np.float32), np.array(out_zero_point), 0, 255, "uint8")
     if np.array_equal(levels, kernel_levels_of(*args)):
-        y = gs.Variable(f"{name}_sigmoid", dtype=np.float32)
-        how, nodes = "qlinear", [gs.Node("Sigmoid", f"{name}_Sigmoid", inputs=list(sigmoid.inputs), outputs=[y]),
-                                 gs.Node("QuantizeLinear", f"{name}_Q", inputs=[y, gate_s, gate_zp], outputs=[gate_q])]
-    else:
-        how, nodes = "gather", _lookup(q, levels, qmin, name, gate_q)
-    nodes.append(gs.Node("DequantizeLinear", f"{name}_DQ", inputs=[gate_q, gate_s, gate_zp],
+        quantize_activation_output(graph, sigmoid, grid, name)
+        return "qlinear"
+    gate_q = gs.Variable(f"{name}_q", dtype=np.uint8)
+    scale_out, zero_point_out = _qparams(grid, name)
+    nodes = _lookup(q, levels, qmin, name, gate_q)
+    nodes.append(gs.Node("DequantizeLinear", f"{name}_DQ", inputs=[gate_q, scale_out, zero_point_out],
                          outputs=[sigmoid.outputs[0]]))
     sigmoid.outputs.clear()
     sigmoid.inputs.clear()
     graph.nodes.extend(nodes)
-    return how
+    return "gather"
 
 
 def requantize_concat_inputs(graph: gs.Graph) -> int:
@@ -357,13 +355,11 @@ def requantize_concat_inputs(graph: gs.Graph) -> int:
         scale, zero_point = readers[0].inputs[1:3]
         if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
             continue
-        for i, part in enumerate(list(concat.inputs)):
-            name = f"{concat.name}_in{i}"
-            q = gs.Variable(f"{name}_q", dtype=zero_point.values.dtype)
-            dq = gs.Variable(f"{name}_dq", dtype=np.float32)
-            graph.nodes.extend([gs.Node("QuantizeLinear", f"{name}_Q", inputs=[part, scale, zero_point], outputs=[q]),
-                                gs.Node("DequantizeLinear", f"{name}_DQ", inputs=[q, scale, zero_point], outputs=[dq])])
-            concat.inputs[i] = dq
+        container = np.dtype(zero_point.values.dtype).name
+        lo, hi = CONTAINERS[container][2:]
+        grid = IntGrid(np.asarray(scale.values, np.float32), np.asarray(zero_point.values), lo, hi, container)
+        for i in range(len(concat.inputs)):
+            quantize_activation_input(graph, concat, i, grid, f"{concat.name}_in{i}")
         changed += 1
     return changed
 
