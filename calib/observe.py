@@ -62,8 +62,8 @@ class Observer:
 
 
 def attach_observers(model: torch.nn.Module, sites: dict, cap: int, seed: int) -> dict[str, Observer]:
-    """One ``Observer`` per activation site (the three qkv inputs of a split qkv share one: they see the
-    same tensor); quantizers switch to ``"observe"``. Returns ``{site: observer}``."""
+    """One ``Observer`` per activation quantizer (the three qkv inputs of a split qkv share one: they see
+    the same tensor; so do the site names of one shared quantizer); quantizers switch to ``"observe"``. Returns ``{site: observer}``."""
     from srq.calib.layers import QuantQKV
 
     shared: dict[str, Observer] = {}
@@ -76,7 +76,8 @@ def attach_observers(model: torch.nn.Module, sites: dict, cap: int, seed: int) -
     for i, (name, q) in enumerate(sites.items()):
         if q.kind != "activation":
             continue
-        q.observer = shared.get(name) or Observer(cap, seed + 1000 + i, name)
+        if q.observer is None:  # a quantizer under two site names (shared inputs) keeps its first observer
+            q.observer = shared.get(name) or Observer(cap, seed + 1000 + i, name)
         q.mode = "observe"
         observers[name] = q.observer
     return observers

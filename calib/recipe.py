@@ -16,7 +16,7 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
                     "bias_correction": false, "beta_sites": "all", "simulate_int32_bias": true,
                     "conv_output_bits": 8,
                     "first_conv_bits": null, "float_output": [], "sigmoid_tables": true,
-                    "integer_gates": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
+                    "integer_gates": false, "shared_inputs": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -41,8 +41,8 @@ Per-tensor values are JSON numbers (float32 values written exactly); per-channel
 ``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
 range widened to include 0); the export uses them as they are. The placement's
 ``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
-``qkv``, ``layer_bits``, ``beta_sites`` and ``integer_gates`` (added in 0.1.0 without a schema change) default
-to false / false / null / [] / false / "split" / [] / "all" / false when absent,
+``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates`` and ``shared_inputs`` (added in 0.1.0 without a schema
+change) default to false / false / null / [] / false / "split" / [] / "all" / false / false when absent,
 which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in
@@ -53,7 +53,9 @@ per-channel attention) also gets an output site ``<sigmoid path>.output`` (op ``
 ``srq.calib.quantizer.table_levels`` of that grid, and the product of an arch's ``Gate`` is read by
 its one consuming layer as ONNX Runtime's ``QLinearMul`` computes it
 (``srq.calib.quantizer.qlinear_mul_levels``). A gate site whose sigmoid does not read a
-requantized conv output is inert (calibration and export both leave that sigmoid float). ONNX
+requantized conv output is inert (calibration and export both leave that sigmoid float).
+``shared_inputs``: layers that read one tensor had one input quantizer in calibration; the recipe
+lists it under each layer's site name with equal values, and loading it back needs nothing more. ONNX
 Runtime's int32 bias of a quantized Conv/Linear is ``round_half_even(bias / float32(s_x * s_w))``
 (see ``srq.calib.layers``).
 """
@@ -318,7 +320,7 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
 def recipe_from_sites(sites: dict[str, FakeQuantizer], model: ModelInfo, placement: PlacementConfig,
                       calibration: CalibMeta) -> Recipe:
     """Snapshot the current bounds of ``sites`` into a ``Recipe``."""
-    params = tuple(SiteParams.of(q) for q in sites.values())
+    params = tuple(replace(SiteParams.of(q), name=name) for name, q in sites.items())
     for p in params:
         if not all(np.isfinite(getattr(p, k)).all() for k in ("lb", "ub", "scale")):
             raise SrqError(f"site {p.name}: non-finite bounds after calibration")

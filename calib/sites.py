@@ -41,7 +41,9 @@ globs on module paths override the policy (exclude wins). ``layer_bits`` rules `
 matching layers (a SwinIR window attention as a whole, by its ``attn`` path) other weight / input
 bits: mixed precision, e.g. the few layers ``benchmarks/site_sensitivity.py`` finds most sensitive at
 8 bits in a W4A4 model; conv-output requantizations keep ``conv_output_bits`` and the first conv
-``first_conv_bits``. Sites whose name matches
+``first_conv_bits``. ``shared_inputs``: quantized layers that read the very same tensor (PAN's
+``conv1_a`` / ``conv1_b``, ``PAConv.k2`` / ``k3``) at the same input format share one input quantizer
+(one module, both site names), so the engine quantizes that tensor once. Sites whose name matches
 ``one_direction_sites`` get 2DQuant's one-direction bound search (post-softmax A and the
 post-GELU fc2 input by default).
 
@@ -98,6 +100,7 @@ class PlacementConfig:
     float_output: tuple[str, ...] = ()  # globs: quantized convs that keep a float output (ConvInteger)
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
     integer_gates: bool = False  # gate sites <sigmoid>.output on those tables; a Gate product as QLinearMul
+    shared_inputs: bool = False  # layers that read one tensor share one input quantizer (one Q in the engine)
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
     layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)
 
@@ -144,6 +147,7 @@ class _Call:
     path: str
     module: nn.Module
     in_hw: tuple[int, ...]
+    input: Tensor  # the call's input (kept alive, so that two calls reading one tensor see the same object)
 
 
 def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
@@ -153,7 +157,7 @@ def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
     for path, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid)):
             def hook(mod, args, _out, path=path):
-                calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else ()))
+                calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0]))
             handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -279,7 +283,28 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         overrides[first] = _float_output(replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True))
     requantized = {p for p in paths if p not in floats and p != first and isinstance(model.get_submodule(p), nn.Conv2d)}
     gates = _gate_paths(calls, requantized) if cfg.integer_gates and cfg.conv_output_bits else ()
-    return place_at(model, cfg, paths, overrides, gates)
+    shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg) if cfg.shared_inputs else {}
+    return place_at(model, cfg, paths, overrides, gates, shared)
+
+
+def _shared_inputs(calls: list[_Call], paths: list[str], overrides: dict[str, PlacementConfig],
+                   cfg: PlacementConfig) -> dict[str, str]:
+    """``{layer path: leader layer path}`` for the quantized Conv2d / Linear layers (``paths``) that read
+    the very tensor an earlier one (in call order) reads, at the same input format: PAN's ``conv1_a`` /
+    ``conv1_b`` (the block input) and ``PAConv.k2`` / ``k3``. One tensor then has one grid, so the
+    engine quantizes it once, and ONNX Runtime can fuse the op that produced it (e.g. QLinearLeakyRelu)."""
+    wanted = set(paths)
+    leaders: dict[tuple[int, int, bool], str] = {}
+    shared: dict[str, str] = {}
+    for c in calls:
+        if c.path not in wanted or not isinstance(c.module, (nn.Conv2d, nn.Linear)) or c.path in shared:
+            continue
+        layer = overrides.get(c.path, cfg)
+        key = (id(c.input), layer.a_bits, layer.symmetric)
+        leader = leaders.setdefault(key, c.path)
+        if leader != c.path:
+            shared[c.path] = leader
+    return shared
 
 
 def _gate_paths(calls: list[_Call], requantized: set[str]) -> tuple[str, ...]:
@@ -320,13 +345,15 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
 
 def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
              overrides: dict[str, PlacementConfig] | None = None,
-             gates: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
+             gates: tuple[str, ...] = (), shared: dict[str, str] | None = None) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
     ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output);
     with ``cfg.integer_gates`` those at ``gates`` (paths) get an output quantizer at ``conv_output_bits``
-    (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``.
+    (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``. ``shared`` (``{layer path: leader
+    path}``): those layers' ``input_q`` is their leader's quantizer, one module under two site names
+    (the recipe lists both, with equal values).
     Statistics that a model can sum exactly (``srq.zoo.set_exact_statistics``) are switched on."""
     _refuse_quantized(model)
     todo: dict[str, str] = {}
@@ -353,10 +380,12 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     if cfg.integer_gates:
         for name in [n for n, m in model.named_modules() if type(m) is Gate]:
             _set(model, name, QuantGate())
+    for path, leader in (shared or {}).items():
+        model.get_submodule(path).input_q = model.get_submodule(leader).input_q
     set_exact_statistics(model)
-    sites = {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizer)}
+    sites = {name: m for name, m in model.named_modules(remove_duplicate=False) if isinstance(m, FakeQuantizer)}
     for name, q in sites.items():
-        q.site = name
+        q.site = q.site or name  # a shared quantizer keeps its leader's name
         q.one_direction = cfg.one_direction and q.kind == "activation" and _glob(name, cfg.one_direction_sites)
         if (cfg.bias_correction and q.kind == "activation" and not q.one_direction and not is_output_site(name)
                 and (cfg.beta_sites == "all" or q.op != "matmul")):

@@ -35,6 +35,8 @@
 7. ``target="ort"``: each part of a Concat that one QuantizeLinear alone reads is quantized on that
    grid first (``requantize_concat_inputs``; the same levels, by idempotence), so ORT runs
    QLinearConcat, and QLinearLeakyRelu for the parts that are LeakyReLUs of a requantized output.
+8. Equal quantization chains on one tensor become one (``merge_twin_quantizers``): where a recipe's
+   layers share an input quantizer (``placement.shared_inputs``), the engine quantizes the tensor once.
 
 ``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
 weights too, because ORT cannot create a session with int2 weights, see
@@ -84,8 +86,8 @@ from srq.export.float64 import float64_to_float32
 from srq.export.ort_fusion import qlinear_sigmoid_levels
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
                                   dequantize_bias_input, dequantize_weight_input, fold_into_bias,
-                                  quantize_activation_input, quantize_activation_output, requantize_concat_inputs,
-                                  set_metadata, sigmoid_as_gate, sigmoid_as_table)
+                                  merge_twin_quantizers, quantize_activation_input, quantize_activation_output,
+                                  requantize_concat_inputs, set_metadata, sigmoid_as_gate, sigmoid_as_table)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo import set_exact_statistics
 from srq.zoo.loader import SRModel
@@ -512,6 +514,7 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         _put_gates(graph, recipe, target)
         if target == "ort":
             requantize_concat_inputs(graph)
+        merge_twin_quantizers(graph)
         proto = gs.export_onnx(graph.cleanup().toposort())
         proto.metadata_props.extend(fp.metadata_props)
         set_metadata(proto, {

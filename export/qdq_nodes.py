@@ -364,6 +364,45 @@ def requantize_concat_inputs(graph: gs.Graph) -> int:
     return changed
 
 
+_CHAIN_OPS = ("Pad", "Sub", "QuantizeLinear", "Clip", "DequantizeLinear")
+
+
+def _input_key(t: gs.Tensor) -> tuple:
+    if isinstance(t, gs.Constant):
+        v = np.asarray(t.values)
+        return ("c", v.dtype.str, v.shape, v.tobytes())
+    return ("v", id(t))
+
+
+def merge_twin_quantizers(graph: gs.Graph) -> int:
+    """Let equal quantization chains on one tensor become one (common-subexpression elimination).
+
+    Two ``[Pad] -> [Sub] -> Q -> [Clip] -> DQ`` chains that read the same tensor with equal constants
+    compute the same values: the later one's readers are moved to the earlier one's outputs and
+    ``cleanup`` drops it. They arise where calibration shares one input quantizer between layers
+    that read one tensor (``PlacementConfig.shared_inputs``); ONNX Runtime then quantizes the tensor
+    once and can fuse its producer (its own CSE does not merge nodes whose initializers merely hold
+    equal values). Returns the number of nodes merged. Graph outputs are left alone.
+    """
+    graph.toposort()
+    seen: dict[tuple, gs.Node] = {}
+    merged = 0
+    for node in list(graph.nodes):
+        if (node.op not in _CHAIN_OPS or not isinstance(node.inputs[0], gs.Variable)  # not a weight's DQ
+                or any(o in graph.outputs for o in node.outputs)):
+            continue
+        key = (node.op, tuple(sorted((k, repr(v)) for k, v in node.attrs.items())),
+               tuple(_input_key(t) for t in node.inputs))
+        first = seen.setdefault(key, node)
+        if first is node:
+            continue
+        for old, new in zip(node.outputs, first.outputs):
+            _rewire(list(old.outputs), old, new)
+        node.outputs.clear()
+        merged += 1
+    return merged
+
+
 def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:
     """Make ``consumers`` read ``new`` wherever they read ``old`` (graphsurgeon lists take no slices)."""
     for node in consumers:

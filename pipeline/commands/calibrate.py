@@ -94,6 +94,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "activation): ONNX Runtime then runs them as QLinearSigmoid instead of a float table "
                         "lookup, and PAN's gate product as QLinearMul, both reproduced exactly here. Not with "
                         "--symmetric (docs/integer-gates.md)")
+    p.add_argument("--shared-inputs", action="store_true",
+                   help="layers that read the same tensor (PAN's conv1_a / conv1_b, PAConv's k2 / k3) share one "
+                        "input quantizer, so the engine quantizes that tensor once and ONNX Runtime can fuse the op "
+                        "that made it (e.g. QLinearLeakyRelu); the recipe lists both site names with equal values "
+                        "(docs/speed.md)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
@@ -130,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
                                 conv_output_bits=args.conv_output_bits or None,
                                 first_conv_bits=args.first_conv_bits or None,
                                 float_output=tuple(args.float_output), qkv=args.qkv,
-                                layer_bits=tuple(args.layer_bits), integer_gates=args.integer_gates)
+                                layer_bits=tuple(args.layer_bits), integer_gates=args.integer_gates,
+                                shared_inputs=args.shared_inputs)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)

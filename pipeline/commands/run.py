@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="target ort: sigmoid gates requantized by their own sites, run as QLinearSigmoid / QLinearMul "
                         "(srq calibrate --integer-gates; PAN x4 W8A8 policy all: 1.25x -> 2.22x for -0.016 dB, "
                         "docs/integer-gates.md; no effect on nets without sigmoid gates). Default on")
+    p.add_argument("--shared-inputs", action=argparse.BooleanOptionalAction, default=True,
+                   help="layers that read one tensor share one input quantizer (srq calibrate --shared-inputs): one "
+                        "Q per tensor in the engine (default on; no effect on nets without such layers)")
     p.add_argument("--layer-bits", action="append", default=[], metavar="GLOB=wNaM",
                    help="mixed precision: other bits for the layers whose path matches (repeatable; see srq calibrate)")
     p.add_argument("--dqc-iters", type=int, default=50, help="phase-2 DQC iterations (default 50; 0 = phase 1 only)")
@@ -95,6 +98,8 @@ def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple
         flags.append("--symmetric-8bit-weights")
     if args.target == "ort" and args.integer_gates:
         flags.append("--integer-gates")
+    if args.shared_inputs:
+        flags.append("--shared-inputs")
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
                  "--first-conv-bits", str(args.first_conv_bits), "--qkv", args.qkv,
                  "--dqc-iters", str(args.dqc_iters), "--dqc-batch", str(args.dqc_batch),
