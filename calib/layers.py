@@ -61,7 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srq.calib.quantizer import FakeQuantizer, integer_conv_with_float_output, level_table, qlinear_mul_levels
+from srq.calib.quantizer import (FakeQuantizer, integer_conv_with_float_output, level_table, qlinear_add_levels,
+                                 qlinear_mul_levels)
 
 _INT32_MAX = 2**31 - 1
 GRID_TAG = "srq_grid"  # attribute naming the output quantizer on a requantized conv (or gate) output tensor
@@ -309,6 +310,39 @@ class QuantGate(nn.Module):
         grid_x, grid_gate = tagged(x, GRID_TAG), tagged(gate, GRID_TAG)
         if grid_x is not None and grid_gate is not None and grid_x[0].quantizing and grid_gate[0].quantizing:
             setattr(y, PRODUCT_TAG, (x, grid_x[0], gate, grid_gate[0], x._version, gate._version, y._version))
+        return y
+
+
+class QuantResidual(nn.Module):
+    """``body + skip`` (``srq.zoo.archs.common.Residual``) requantized by its own site ``output``
+    (``<residual path>.output``, op ``"add"``), and tagged with it (``GRID_TAG``).
+
+    When both inputs are on grids (tagged: ``body`` a requantized conv output, ``skip`` the previous
+    residual's output), ONNX Runtime fuses ``DQ, DQ -> Add -> Q`` into ``QLinearAdd``, whose arithmetic
+    differs from dequantize-add-quantize in the last float32 bit; the forward is then that kernel's
+    output (``srq.calib.quantizer.qlinear_add_levels``) with the fake-quantized sum's straight-through
+    gradient. Otherwise (``skip`` a float tensor, e.g. the first conv's output) the engine adds in float
+    and quantizes, which is the fake quantizer itself.
+    """
+
+    def __init__(self, output: FakeQuantizer) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, body: Tensor, skip: Tensor) -> Tensor:
+        y = self.output(body + skip)
+        if not self.output.quantizing:
+            return y
+        grid_a, grid_b = tagged(body, GRID_TAG), tagged(skip, GRID_TAG)
+        if grid_a is not None and grid_b is not None and grid_a[0].quantizing and grid_b[0].quantizing:
+            with torch.no_grad(), torch.autocast(body.device.type, enabled=False):
+                (s_a, zp_a), (s_b, zp_b) = grid_a[0].qparams(), grid_b[0].qparams()
+                s_c, zp_c = self.output.qparams()
+                fmt = self.output.fmt
+                exact = qlinear_add_levels(torch.round(body / s_a), torch.round(skip / s_b), s_a, zp_a, s_b, zp_b,
+                                           s_c, zp_c, fmt.qmin, fmt.qmax).mul_(s_c)
+            y = exact if not torch.is_grad_enabled() else exact + (y - y.detach())
+        setattr(y, GRID_TAG, (self.output, y._version))
         return y
 
 

@@ -222,6 +222,30 @@ def qlinear_mul_levels(a: Tensor, b: Tensor, scale_a: Tensor, scale_b: Tensor, s
     return (a * b).mul_(ratio).add_(zero_point_c).round_().clamp_(qmin, qmax).sub_(zero_point_c)
 
 
+def _fma32(x: Tensor, y: Tensor, z: Tensor) -> Tensor:
+    """float32 ``x * y + z`` with one rounding (a fused multiply-add), for float32 ``y``, ``z`` and ``x``
+    an integer of at most 9 bits: the product is exact in float64, and so is the sum while the two
+    terms lie within 2^20 of each other in magnitude, as in ``qlinear_add_levels``."""
+    return (x.double() * y.double() + z.double()).float()
+
+
+def qlinear_add_levels(a: Tensor, b: Tensor, scale_a: Tensor, zero_point_a: Tensor, scale_b: Tensor,
+                       zero_point_b: Tensor, scale_c: Tensor, zero_point_c: Tensor, qmin: int, qmax: int) -> Tensor:
+    """ONNX Runtime's ``QLinearAdd`` on x86 with AVX2 (MLAS ``MlasQLinearAddKernelAvx2Helper``): levels
+    ``q_c - zp_c`` of ``a + b``.
+
+    ``a``, ``b``: integer-valued float32 levels ``q - zp`` of input A (the Add's first input) and B; scales
+    float32 scalars, zero points integer-valued. MLAS forms ``r_a = s_a / s_c``, ``r_b = s_b / s_c`` and
+    ``fixed = zp_c - fma(r_a, zp_a, r_b zp_b)`` in float32, then per element on the stored integers
+    ``q = round_half_even(fma(q_a, r_a, fma(q_b, r_b, fixed)))`` (B first), saturated to the container.
+    ``tests/test_integer_residuals.py`` checks this against the kernel.
+    """
+    r_a, r_b = scale_a / scale_c, scale_b / scale_c
+    fixed = zero_point_c - _fma32(zero_point_a, r_a, r_b * zero_point_b)
+    v = _fma32(a + zero_point_a, r_a, _fma32(b + zero_point_b, r_b, fixed))
+    return v.round_().clamp_(qmin, qmax).sub_(zero_point_c)
+
+
 def check_finite(x: Tensor, site: str) -> None:
     """Raise ``SrqError`` naming ``site`` when ``x`` holds NaN or inf."""
     if not bool(torch.isfinite(x).all()):

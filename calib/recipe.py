@@ -16,7 +16,7 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
                     "bias_correction": false, "beta_sites": "all", "simulate_int32_bias": true,
                     "conv_output_bits": 8,
                     "first_conv_bits": null, "float_output": [], "sigmoid_tables": true,
-                    "integer_gates": false, "shared_inputs": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
+                    "integer_gates": false, "shared_inputs": false, "integer_residuals": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -41,8 +41,9 @@ Per-tensor values are JSON numbers (float32 values written exactly); per-channel
 ``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
 range widened to include 0); the export uses them as they are. The placement's
 ``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
-``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates`` and ``shared_inputs`` (added in 0.1.0 without a schema
-change) default to false / false / null / [] / false / "split" / [] / "all" / false / false when absent,
+``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates``, ``shared_inputs`` and ``integer_residuals`` (added in
+0.1.0 without a schema change) default to false / false / null / [] / false / "split" / [] / "all" / false / false /
+false when absent,
 which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in
@@ -55,7 +56,11 @@ its one consuming layer as ONNX Runtime's ``QLinearMul`` computes it
 (``srq.calib.quantizer.qlinear_mul_levels``). A gate site whose sigmoid does not read a
 requantized conv output is inert (calibration and export both leave that sigmoid float).
 ``shared_inputs``: layers that read one tensor had one input quantizer in calibration; the recipe
-lists it under each layer's site name with equal values, and loading it back needs nothing more. ONNX
+lists it under each layer's site name with equal values, and loading it back needs nothing more.
+``integer_residuals``: an arch's ``Residual`` sum (``srq.zoo.Residual``) has an output site
+``<residual path>.output`` (op ``"add"``, at ``conv_output_bits``); when both of its inputs are on
+grids the sum is ONNX Runtime's ``QLinearAdd`` (``srq.calib.quantizer.qlinear_add_levels``), and a
+layer reading it at that many bits lists an input site with the residual's values. ONNX
 Runtime's int32 bias of a quantized Conv/Linear is ``round_half_even(bias / float32(s_x * s_w))``
 (see ``srq.calib.layers``).
 """
@@ -290,13 +295,15 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     Placement follows the recipe's site list (no policy re-run); the model must be the FP model
     the recipe was made for (call ``recipe.check_matches`` with its ``SRModel`` first).
     """
-    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op != "sigmoid"})  # gates: by placement
+    # gates and residuals: by placement
+    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op not in ("sigmoid", "add")})
     wanted = {s.name for s in recipe.sites}
     # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
     no_output = replace(recipe.placement, conv_output_bits=None)
     gates = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "sigmoid")
+    residuals = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "add")
     sites = place_at(model, recipe.placement, layer_paths,
-                     {p: no_output for p in layer_paths if f"{p}.output" not in wanted}, gates)
+                     {p: no_output for p in layer_paths if f"{p}.output" not in wanted}, gates, residuals=residuals)
     if set(sites) != wanted:
         missing, extra = sorted(wanted - set(sites)), sorted(set(sites) - wanted)
         raise SrqError(f"recipe does not fit this model: sites missing in the model {missing[:3]}, "
@@ -317,10 +324,17 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     return sites
 
 
+def _site_op(name: str, q: FakeQuantizer, sites: dict[str, FakeQuantizer]) -> str:
+    """The op of site ``name``: its quantizer's, or, for a layer input that shares another site's quantizer
+    (e.g. a residual's output), its layer's (the op of that layer's weight site)."""
+    weight = sites.get(f"{name.rpartition('.')[0]}.weight_q")
+    return q.op if name == q.site or weight is None else weight.op
+
+
 def recipe_from_sites(sites: dict[str, FakeQuantizer], model: ModelInfo, placement: PlacementConfig,
                       calibration: CalibMeta) -> Recipe:
     """Snapshot the current bounds of ``sites`` into a ``Recipe``."""
-    params = tuple(replace(SiteParams.of(q), name=name) for name, q in sites.items())
+    params = tuple(replace(SiteParams.of(q), name=name, op=_site_op(name, q, sites)) for name, q in sites.items())
     for p in params:
         if not all(np.isfinite(getattr(p, k)).all() for k in ("lb", "ub", "scale")):
             raise SrqError(f"site {p.name}: non-finite bounds after calibration")

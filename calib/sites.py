@@ -43,7 +43,11 @@ bits: mixed precision, e.g. the few layers ``benchmarks/site_sensitivity.py`` fi
 8 bits in a W4A4 model; conv-output requantizations keep ``conv_output_bits`` and the first conv
 ``first_conv_bits``. ``shared_inputs``: quantized layers that read the very same tensor (PAN's
 ``conv1_a`` / ``conv1_b``, ``PAConv.k2`` / ``k3``) at the same input format share one input quantizer
-(one module, both site names), so the engine quantizes that tensor once. Sites whose name matches
+(one module, both site names), so the engine quantizes that tensor once. ``integer_residuals``: every
+``srq.zoo.Residual`` block sum gets an output site ``<residual>.output`` at ``conv_output_bits`` (op ``"add"``,
+``srq.calib.layers.QuantResidual``: ONNX Runtime's ``QLinearAdd`` where both inputs are on grids), and a
+layer reading that sum at those bits without bias correction reads it on that grid (the same module
+under the layer's ``input_q`` name). Sites whose name matches
 ``one_direction_sites`` get 2DQuant's one-direction bound search (post-softmax A and the
 post-GELU fc2 input by default).
 
@@ -64,11 +68,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srq.calib.layers import (QuantConv2d, QuantGate, QuantLinear, QuantMatMul, QuantQKV, QuantWindowAttention,
-                              TableSigmoid)
+from srq.calib.layers import (QuantConv2d, QuantGate, QuantLinear, QuantMatMul, QuantQKV, QuantResidual,
+                              QuantWindowAttention, TableSigmoid)
 from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
-from srq.zoo import Gate, set_exact_statistics
+from srq.zoo import Gate, Residual, set_exact_statistics
 
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
@@ -101,6 +105,7 @@ class PlacementConfig:
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
     integer_gates: bool = False  # gate sites <sigmoid>.output on those tables; a Gate product as QLinearMul
     shared_inputs: bool = False  # layers that read one tensor share one input quantizer (one Q in the engine)
+    integer_residuals: bool = False  # an arch's Residual sum requantized by <residual>.output, as QLinearAdd
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
     layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)
 
@@ -119,6 +124,8 @@ class PlacementConfig:
             _layer_bits_rule(rule)
         if self.integer_gates and (not self.sigmoid_tables or self.symmetric):
             raise SrqError("integer gates need sigmoid tables and an asymmetric (ONNX Runtime) placement")
+        if self.integer_residuals and self.symmetric:
+            raise SrqError("integer residuals need an asymmetric (ONNX Runtime) placement")
 
     def for_layer(self, path: str) -> PlacementConfig:
         """This config with the weight / input bits of the last ``layer_bits`` rule matching ``path``."""
@@ -148,16 +155,17 @@ class _Call:
     module: nn.Module
     in_hw: tuple[int, ...]
     input: Tensor  # the call's input (kept alive, so that two calls reading one tensor see the same object)
+    output: Tensor
 
 
 def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
-    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid calls of one no-grad forward, in call order."""
+    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual calls of one no-grad forward, in call order."""
     calls: list[_Call] = []
     handles = []
     for path, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid)):
-            def hook(mod, args, _out, path=path):
-                calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0]))
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual)):
+            def hook(mod, args, out, path=path):
+                calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0], out))
             handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -177,7 +185,7 @@ def _policy_layers(model: nn.Module, cfg: PlacementConfig, calls: list[_Call]) -
             raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
         mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
         return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)], None
-    calls = [c for c in calls if not isinstance(c.module, nn.Sigmoid)]
+    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual))]
     layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
     inside_attn = tuple(p + "." for p in attn)
     if not layers:
@@ -283,27 +291,37 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         overrides[first] = _float_output(replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True))
     requantized = {p for p in paths if p not in floats and p != first and isinstance(model.get_submodule(p), nn.Conv2d)}
     gates = _gate_paths(calls, requantized) if cfg.integer_gates and cfg.conv_output_bits else ()
-    shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg) if cfg.shared_inputs else {}
-    return place_at(model, cfg, paths, overrides, gates, shared)
+    residuals = (tuple(c.path for c in calls if isinstance(c.module, Residual))
+                 if cfg.integer_residuals and cfg.conv_output_bits else ())
+    shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg, residuals)
+    return place_at(model, cfg, paths, overrides, gates, shared, residuals)
 
 
 def _shared_inputs(calls: list[_Call], paths: list[str], overrides: dict[str, PlacementConfig],
-                   cfg: PlacementConfig) -> dict[str, str]:
-    """``{layer path: leader layer path}`` for the quantized Conv2d / Linear layers (``paths``) that read
-    the very tensor an earlier one (in call order) reads, at the same input format: PAN's ``conv1_a`` /
-    ``conv1_b`` (the block input) and ``PAConv.k2`` / ``k3``. One tensor then has one grid, so the
-    engine quantizes it once, and ONNX Runtime can fuse the op that produced it (e.g. QLinearLeakyRelu)."""
+                   cfg: PlacementConfig, residuals: tuple[str, ...]) -> dict[str, str]:
+    """``{layer path: site path}``: the quantized Conv2d / Linear layers (``paths``) whose input quantizer
+    is another site's, as each tensor gets one grid and the engine quantizes it once:
+
+    * ``shared_inputs``: a layer that reads the very tensor an earlier one (in call order) reads, at the
+      same input format, shares that one's ``input_q`` (PAN's ``conv1_a`` / ``conv1_b``, ``PAConv.k2`` /
+      ``k3``), so ONNX Runtime can also fuse the op that made it (e.g. QLinearLeakyRelu);
+    * integer ``residuals`` (paths): a layer that reads a residual's sum at ``conv_output_bits`` without
+      bias correction reads it on the residual's own grid (``<residual>.output``), which it already is.
+    """
     wanted = set(paths)
+    sums = {id(c.output): f"{c.path}.output" for c in calls if c.path in residuals}
     leaders: dict[tuple[int, int, bool], str] = {}
     shared: dict[str, str] = {}
     for c in calls:
         if c.path not in wanted or not isinstance(c.module, (nn.Conv2d, nn.Linear)) or c.path in shared:
             continue
         layer = overrides.get(c.path, cfg)
-        key = (id(c.input), layer.a_bits, layer.symmetric)
-        leader = leaders.setdefault(key, c.path)
-        if leader != c.path:
-            shared[c.path] = leader
+        if id(c.input) in sums and layer.a_bits == cfg.conv_output_bits and not cfg.bias_correction:
+            shared[c.path] = sums[id(c.input)]
+        elif cfg.shared_inputs:
+            leader = leaders.setdefault((id(c.input), layer.a_bits, layer.symmetric), c.path)
+            if leader != c.path:
+                shared[c.path] = f"{leader}.input_q"
     return shared
 
 
@@ -345,15 +363,17 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
 
 def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
              overrides: dict[str, PlacementConfig] | None = None,
-             gates: tuple[str, ...] = (), shared: dict[str, str] | None = None) -> dict[str, FakeQuantizer]:
+             gates: tuple[str, ...] = (), shared: dict[str, str] | None = None,
+             residuals: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
     ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output);
     with ``cfg.integer_gates`` those at ``gates`` (paths) get an output quantizer at ``conv_output_bits``
-    (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``. ``shared`` (``{layer path: leader
-    path}``): those layers' ``input_q`` is their leader's quantizer, one module under two site names
-    (the recipe lists both, with equal values).
+    (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``. The ``Residual`` modules at ``residuals``
+    become ``QuantResidual`` with an output site at ``conv_output_bits`` (op ``"add"``). ``shared``
+    (``{layer path: site path}``): those layers' ``input_q`` is that site's quantizer, one module under
+    two site names (the recipe lists both, with equal values; beta follows the first name).
     Statistics that a model can sum exactly (``srq.zoo.set_exact_statistics``) are switched on."""
     _refuse_quantized(model)
     todo: dict[str, str] = {}
@@ -380,12 +400,16 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     if cfg.integer_gates:
         for name in [n for n, m in model.named_modules() if type(m) is Gate]:
             _set(model, name, QuantGate())
-    for path, leader in (shared or {}).items():
-        model.get_submodule(path).input_q = model.get_submodule(leader).input_q
+    for name in residuals:
+        _set(model, name, QuantResidual(_act_q(cfg, "add", cfg.conv_output_bits)))
+    for path, site in (shared or {}).items():
+        model.get_submodule(path).input_q = model.get_submodule(site)
     set_exact_statistics(model)
     sites = {name: m for name, m in model.named_modules(remove_duplicate=False) if isinstance(m, FakeQuantizer)}
     for name, q in sites.items():
-        q.site = q.site or name  # a shared quantizer keeps its leader's name
+        if q.site:  # a shared quantizer, set up under its first name
+            continue
+        q.site = name
         q.one_direction = cfg.one_direction and q.kind == "activation" and _glob(name, cfg.one_direction_sites)
         if (cfg.bias_correction and q.kind == "activation" and not q.one_direction and not is_output_site(name)
                 and (cfg.beta_sites == "all" or q.op != "matmul")):

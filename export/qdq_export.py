@@ -35,8 +35,12 @@
 7. ``target="ort"``: each part of a Concat that one QuantizeLinear alone reads is quantized on that
    grid first (``requantize_concat_inputs``; the same levels, by idempotence), so ORT runs
    QLinearConcat, and QLinearLeakyRelu for the parts that are LeakyReLUs of a requantized output.
-8. Equal quantization chains on one tensor become one (``merge_twin_quantizers``): where a recipe's
-   layers share an input quantizer (``placement.shared_inputs``), the engine quantizes the tensor once.
+8. Integer residuals (``placement.integer_residuals``): ``Q -> DQ`` on each residual ``Add`` with a site
+   ``<residual>.output``, in front of all its readers (``_put_residuals``); ORT fuses ``QLinearAdd``.
+9. A ``Q`` that re-quantizes a ``DQ`` output on the same grid is the identity on those levels and is
+   skipped (``skip_requantization_on_same_grid``: a layer reading a residual on its grid), then equal
+   quantization chains on one tensor become one (``merge_twin_quantizers``: layers that share an input
+   quantizer, ``placement.shared_inputs``): the engine quantizes each such tensor once.
 
 ``weights="packed"`` stores weights of <= 4 bits as int4/uint4 initializers (opset 21; 2-bit
 weights too, because ORT cannot create a session with int2 weights, see
@@ -87,7 +91,8 @@ from srq.export.ort_fusion import qlinear_sigmoid_levels
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
                                   dequantize_bias_input, dequantize_weight_input, fold_into_bias,
                                   merge_twin_quantizers, quantize_activation_input, quantize_activation_output,
-                                  requantize_concat_inputs, set_metadata, sigmoid_as_gate, sigmoid_as_table)
+                                  requantize_concat_inputs, set_metadata, sigmoid_as_gate, sigmoid_as_table,
+                                  skip_requantization_on_same_grid)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo import set_exact_statistics
 from srq.zoo.loader import SRModel
@@ -412,11 +417,12 @@ def recipe_fingerprint(recipe: Recipe) -> str:
 
 
 def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
-    """``{layer path: {role: site}}`` of the Conv / Linear / MatMul sites (gate sites: ``_gate_sites``)."""
+    """``{layer path: {role: site}}`` of the Conv / Linear / MatMul sites (gates: ``_gate_sites``; residuals:
+    ``_put_residuals``)."""
     layers: dict[str, dict[str, SiteParams]] = {}
     known = set(INPUT_ROLES) | set(OUTPUT_ROLES) | {"weight_q"}
     for s in recipe.sites:
-        if s.op == "sigmoid":
+        if s.op in ("sigmoid", "add"):
             continue
         path, _, role = s.name.rpartition(".")
         if role not in known:
@@ -455,6 +461,20 @@ def _put_gates(graph: gs.Graph, recipe: Recipe, target: Target) -> None:
             sigmoid_as_gate(graph, node, float(np.asarray(gate.scale)), int(np.asarray(gate.zero_point)),
                             lambda *grid, g=gate: _gate_levels(*grid, g),
                             lambda *grid, g=gate: _ort_gate_levels(*grid, g), f"gate_{i}")
+
+
+def _put_residuals(graph: gs.Graph, recipe: Recipe) -> None:
+    """``Q -> DQ`` on the output of each residual ``Add`` with a site (``<residual path>.output``), in front
+    of all its readers: where both Add inputs are DQs too, ONNX Runtime runs ``QLinearAdd``."""
+    adds = {_scope(n.name): n for n in graph.nodes if n.op == "Add"}
+    sites = [s for s in recipe.sites if s.op == "add"]
+    missing = sorted(s.name for s in sites if s.name.rpartition(".")[0] not in adds)
+    if missing:
+        raise SrqError(f"recipe residual sites with no Add in the {recipe.model.arch} ONNX graph: {', '.join(missing)}")
+    for s in sites:
+        if not s.name.endswith(".output") or s.granularity != "tensor" or s.symmetric:
+            raise SrqError(f"recipe site {s.name}: a residual is a per-tensor asymmetric <residual>.output site")
+        quantize_activation_output(graph, adds[s.name.rpartition(".")[0]], _grid(s), s.name)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -512,8 +532,10 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         if target == "trt":
             float64_to_float32(graph)
         _put_gates(graph, recipe, target)
+        _put_residuals(graph, recipe)
         if target == "ort":
             requantize_concat_inputs(graph)
+        skip_requantization_on_same_grid(graph)
         merge_twin_quantizers(graph)
         proto = gs.export_onnx(graph.cleanup().toposort())
         proto.metadata_props.extend(fp.metadata_props)

@@ -344,7 +344,10 @@ def requantize_concat_inputs(graph: gs.Graph) -> int:
     Exact by idempotence: quantizing each part on the output grid before concatenating, then the
     whole again, gives the same levels as quantizing the concatenation once (concatenation moves
     values, it computes nothing). ONNX Runtime then fuses ``QLinearConcat`` and, where a part is
-    ``DQ -> LeakyRelu``, ``QLinearLeakyRelu``. Returns the number of Concats changed.
+    ``DQ -> LeakyRelu``, ``QLinearLeakyRelu``. A part that already is a ``DequantizeLinear`` output (an
+    integer residual) is left alone: QLinearConcat requantizes it by a table of ``Q(DQ(q))``, the same
+    levels, whereas ORT would rewrite an explicit ``Q -> DQ -> Q -> DQ`` into one pair with other
+    parameters (``DoubleQDQPairsRemover``), which is not exact. Returns the number of Concats changed.
     """
     changed = 0
     for concat in [n for n in graph.nodes if n.op == "Concat"]:
@@ -358,8 +361,9 @@ def requantize_concat_inputs(graph: gs.Graph) -> int:
         container = np.dtype(zero_point.values.dtype).name
         lo, hi = CONTAINERS[container][2:]
         grid = IntGrid(np.asarray(scale.values, np.float32), np.asarray(zero_point.values), lo, hi, container)
-        for i in range(len(concat.inputs)):
-            quantize_activation_input(graph, concat, i, grid, f"{concat.name}_in{i}")
+        for i, part in enumerate(concat.inputs):
+            if not (len(part.inputs) == 1 and part.inputs[0].op == "DequantizeLinear"):
+                quantize_activation_input(graph, concat, i, grid, f"{concat.name}_in{i}")
         changed += 1
     return changed
 
@@ -401,6 +405,35 @@ def merge_twin_quantizers(graph: gs.Graph) -> int:
         node.outputs.clear()
         merged += 1
     return merged
+
+
+def _same_constants(a: list[gs.Tensor], b: list[gs.Tensor]) -> bool:
+    return len(a) == len(b) and all(isinstance(x, gs.Constant) and isinstance(y, gs.Constant)
+                                    and _input_key(x) == _input_key(y) for x, y in zip(a, b))
+
+
+def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
+    """Let a per-tensor ``QuantizeLinear`` whose input is a ``DequantizeLinear`` output on the same grid
+    (equal scale and zero-point constants, same axis) hand on the DQ's integer input instead.
+
+    Exact: ``DQ(q) = (q - zp) s`` in float32, and ``(q - zp) s / s`` rounds back to ``q - zp`` for any
+    8-bit level, so that ``Q`` returns ``q``. It arises where a layer's input site is the grid its input
+    already has (a layer reading an integer residual); a ``Clip`` after the ``Q`` (a narrower grid) keeps
+    the ``Q``. Returns the number of QuantizeLinear nodes skipped.
+    """
+    skipped = 0
+    for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
+        x = q.inputs[0]
+        dq = x.inputs[0] if len(x.inputs) == 1 else None
+        if (dq is None or dq.op != "DequantizeLinear" or dq.attrs.get("axis") != q.attrs.get("axis")
+                or not _same_constants(dq.inputs[1:3], q.inputs[1:3]) or q.outputs[0] in graph.outputs
+                or any(r.op == "Clip" for r in q.outputs[0].outputs)
+                or np.asarray(q.inputs[1].values).size != 1):
+            continue
+        _rewire(list(q.outputs[0].outputs), q.outputs[0], dq.inputs[0])
+        q.outputs.clear()
+        skipped += 1
+    return skipped
 
 
 def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:

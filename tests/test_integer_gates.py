@@ -17,13 +17,12 @@ from torch import nn
 from srq.calib.api import CalibConfig, calibrate
 from srq.calib.layers import GRID_TAG, QuantGate, TableSigmoid, gate_product, tagged
 from srq.calib.quantizer import fake_quant, qlinear_mul_levels, table_levels
-from srq.calib.recipe import ModelInfo, Recipe, apply_recipe
+from srq.calib.recipe import ModelInfo, Recipe
 from srq.calib.sites import PlacementConfig, place_at
 from srq.errors import SrqError
 from srq.export.ort_fusion import optimized_op_counts, qlinear_sigmoid_levels
 from srq.export.qdq_export import export_quantized
 from srq.export.qdq_nodes import sigmoid_as_gate
-from srq.imaging.datasets import open_folder
 from srq.pipeline.cli import main
 from srq.zoo import Gate
 from srq.zoo.loader import load_model
@@ -190,14 +189,15 @@ def test_sigmoid_as_gate_uses_qlinear_sigmoid_where_the_kernel_agrees_else_a_uin
 
 
 @pytest.mark.shared_data
-def test_pan_integer_gates_engine_is_exact_and_fully_fused(shared_data, tmp_path):
+def test_pan_integer_gates_engine_is_exact_and_fully_fused(shared_data, tmp_path, set5_lr,
+                                                           assert_engine_equals_fake_quant):
     """PAN x4 W8A8, policy all, integer first conv and gates, phase 1 on two 24x24 Set5 crops: ORT runs
     the gates as QLinearSigmoid or uint8 lookups (no Sigmoid) and the 16 PAConv products as QLinearMul, and
     the engine equals the fake-quant model level for level on Set5 tiles; the recipe keeps the flag and
     its 18 gate sites."""
     weights = shared_data / "weights/PAN/PANx4_DF2K.pth"
     model = load_model(weights)
-    images = _set5_lr(shared_data, model.scale)
+    images = set5_lr(model.scale)
     cfg = CalibConfig(PlacementConfig(policy="all", w_bits=8, a_bits=8, first_conv_bits=8, integer_gates=True),
                       data="Set5 LR 24x24")
     recipe = calibrate(model.module, cfg, [im[:, :, :24, :24].contiguous() for im in images[:2]], ModelInfo.of(model))
@@ -211,20 +211,7 @@ def test_pan_integer_gates_engine_is_exact_and_fully_fused(shared_data, tmp_path
     assert counts["QLinearSigmoid"] + counts["Gather"] == 18 and counts["QLinearSigmoid"] > counts["Gather"], counts
     assert counts["QLinearMul"] == 16 and "Sigmoid" not in counts, counts
     assert counts["QLinearConcat"] == 16 and "Concat" not in counts, counts  # requantize_concat_inputs
-    fake = load_model(weights)
-    apply_recipe(fake.module, recipe)
-    session = _session(onnx.load(str(path)))
-    for im in images[2:4]:
-        x = im[:, :, 4:36, 4:36].contiguous()
-        with torch.no_grad():
-            ref = fake.module(x).numpy()
-        out = session.run(None, {"lr": x.numpy()})[0]
-        assert np.abs(out - ref).max() <= 1e-6, np.abs(out - ref).max()
-
-
-def _set5_lr(shared_data, scale: int) -> list[torch.Tensor]:
-    return [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
-            for s in open_folder(shared_data / "benchmarks/Set5", scale)]
+    assert_engine_equals_fake_quant(weights, recipe, path, [im[:, :, 4:36, 4:36].contiguous() for im in images[2:4]])
 
 
 @pytest.mark.shared_data

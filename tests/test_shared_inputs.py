@@ -13,12 +13,11 @@ import pytest
 import torch
 
 from srq.calib.api import CalibConfig, calibrate
-from srq.calib.recipe import ModelInfo, Recipe, apply_recipe
+from srq.calib.recipe import ModelInfo, Recipe
 from srq.calib.sites import PlacementConfig, place_quantizers
 from srq.export.ort_fusion import optimized_op_counts
 from srq.export.qdq_export import export_quantized
 from srq.export.qdq_nodes import IntGrid, merge_twin_quantizers, quantize_activation_input
-from srq.imaging.datasets import open_folder
 from srq.pipeline.cli import main
 from srq.zoo.loader import load_model
 
@@ -81,13 +80,9 @@ def test_layers_reading_one_tensor_share_their_input_quantizer(shared_data, weig
         assert ("SCPA_trunk.0.PAConv.k2.input_q", "SCPA_trunk.0.PAConv.k3.input_q") in shared
 
 
-def _set5_lr(shared_data, scale: int) -> list[torch.Tensor]:
-    return [torch.from_numpy(s.lr.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
-            for s in open_folder(shared_data / "benchmarks/Set5", scale)]
-
-
 @pytest.mark.shared_data
-def test_pan_shared_inputs_engine_quantizes_each_tensor_once_and_stays_exact(shared_data, tmp_path):
+def test_pan_shared_inputs_engine_quantizes_each_tensor_once_and_stays_exact(shared_data, tmp_path, set5_lr,
+                                                                            assert_engine_equals_fake_quant):
     """PAN x4 W8A8, policy all, integer gates, shared inputs, phase 1 and 6 DQC steps on Set5 crops: the
     recipe lists both names of each shared quantizer with equal values (DQC trained them as one), the
     engine has one QuantizeLinear per block input and runs every LeakyReLU as QLinearLeakyRelu, and it
@@ -96,7 +91,7 @@ def test_pan_shared_inputs_engine_quantizes_each_tensor_once_and_stays_exact(sha
 
     weights = shared_data / "weights/PAN/PANx4_DF2K.pth"
     model = load_model(weights)
-    images = _set5_lr(shared_data, model.scale)
+    images = set5_lr(model.scale)
     crops = [im[:, :, :24, :24].contiguous() for im in images[:3]]
     placement = PlacementConfig(policy="all", w_bits=8, a_bits=8, first_conv_bits=8, integer_gates=True,
                                 shared_inputs=True)
@@ -112,15 +107,8 @@ def test_pan_shared_inputs_engine_quantizes_each_tensor_once_and_stays_exact(sha
     path = export_quantized(load_model(weights), recipe, "ort", (32, 32), tmp_path / "m.onnx")
     counts = optimized_op_counts(path)
     assert counts["QLinearLeakyRelu"] == 64 and counts["QLinearConv"] == 119, counts
-    fake = load_model(weights)
-    apply_recipe(fake.module, Recipe.load(tmp_path / "r.json"))
-    session = _session(onnx.load(str(path)))
-    for im in images[3:5]:
-        x = im[:, :, 4:36, 4:36].contiguous()
-        with torch.no_grad():
-            ref = fake.module(x).numpy()
-        out = session.run(None, {"lr": x.numpy()})[0]
-        assert np.abs(out - ref).max() <= 1e-6, np.abs(out - ref).max()
+    assert_engine_equals_fake_quant(weights, Recipe.load(tmp_path / "r.json"), path,
+                                    [im[:, :, 4:36, 4:36].contiguous() for im in images[3:5]])
 
 
 @pytest.mark.shared_data

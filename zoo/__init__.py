@@ -2,11 +2,12 @@
 
 Public API: ``load_model(spec, scale=None) -> SRModel``, ``upscale_image(model, lr) -> sr``,
 ``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models) and
-``Gate`` (the module an architecture uses for a gated product that one layer alone reads).
+``Gate`` (the module an architecture uses for a gated product that one layer alone reads) and
+``Residual`` (a block's skip connection).
 """
 
-from srq.zoo.archs.common import Gate, set_exact_statistics
+from srq.zoo.archs.common import Gate, Residual, set_exact_statistics
 from srq.zoo.infer import upscale_image
 from srq.zoo.loader import SRModel, load_model
 
-__all__ = ["Gate", "SRModel", "load_model", "set_exact_statistics", "upscale_image"]
+__all__ = ["Gate", "Residual", "SRModel", "load_model", "set_exact_statistics", "upscale_image"]

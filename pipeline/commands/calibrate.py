@@ -99,6 +99,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "input quantizer, so the engine quantizes that tensor once and ONNX Runtime can fuse the op "
                         "that made it (e.g. QLinearLeakyRelu); the recipe lists both site names with equal values "
                         "(docs/speed.md)")
+    p.add_argument("--integer-residuals", action="store_true",
+                   help="an arch's residual sums (PAN's SCPA, IMDN's IMDB blocks) get their own 8-bit output site "
+                        "(<residual>.output); ONNX Runtime then adds two 8-bit tensors in one QLinearAdd kernel, "
+                        "reproduced exactly here, and the layers that read the sum at 8 bits read it on that grid "
+                        "(without --bias-correction). Not with --symmetric (docs/speed.md)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                                 first_conv_bits=args.first_conv_bits or None,
                                 float_output=tuple(args.float_output), qkv=args.qkv,
                                 layer_bits=tuple(args.layer_bits), integer_gates=args.integer_gates,
-                                shared_inputs=args.shared_inputs)
+                                shared_inputs=args.shared_inputs, integer_residuals=args.integer_residuals)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)

@@ -74,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared-inputs", action=argparse.BooleanOptionalAction, default=True,
                    help="layers that read one tensor share one input quantizer (srq calibrate --shared-inputs): one "
                         "Q per tensor in the engine (default on; no effect on nets without such layers)")
+    p.add_argument("--integer-residuals", action=argparse.BooleanOptionalAction, default=True,
+                   help="target ort: residual sums requantized by their own sites and run as QLinearAdd (srq calibrate "
+                        "--integer-residuals; default on; no effect on nets without srq.zoo.Residual blocks)")
     p.add_argument("--layer-bits", action="append", default=[], metavar="GLOB=wNaM",
                    help="mixed precision: other bits for the layers whose path matches (repeatable; see srq calibrate)")
     p.add_argument("--dqc-iters", type=int, default=50, help="phase-2 DQC iterations (default 50; 0 = phase 1 only)")
@@ -100,6 +103,8 @@ def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple
         flags.append("--integer-gates")
     if args.shared_inputs:
         flags.append("--shared-inputs")
+    if args.target == "ort" and args.integer_residuals:
+        flags.append("--integer-residuals")
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
                  "--first-conv-bits", str(args.first_conv_bits), "--qkv", args.qkv,
                  "--dqc-iters", str(args.dqc_iters), "--dqc-batch", str(args.dqc_batch),

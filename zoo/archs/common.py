@@ -34,6 +34,16 @@ class Gate(nn.Module):
         return x * gate
 
 
+class Residual(nn.Module):
+    """``body + skip`` as a module, so that calibration can swap it (``srq.calib.layers.QuantResidual``):
+    with integer residuals the sum gets its own 8-bit grid, which an integer engine computes from the
+    two 8-bit inputs in one kernel (ONNX Runtime's ``QLinearAdd``). ``body`` is the block's output, ``skip``
+    its input (that order: it fixes the kernel's arithmetic, which calibration reproduces)."""
+
+    def forward(self, body: Tensor, skip: Tensor) -> Tensor:
+        return body + skip
+
+
 def set_exact_statistics(net: nn.Module, on: bool = True) -> int:
     """Switch the float64 statistics of every module that has them (``exact_statistics``, e.g.
     IMDN's channel attention) on or off; returns how many modules have them. Quantized models

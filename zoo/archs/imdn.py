@@ -12,7 +12,7 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition
 from torch import nn
 
-from srq.zoo.archs.common import count_numbered, sr_descriptor
+from srq.zoo.archs.common import Residual, count_numbered, sr_descriptor
 
 
 class ContrastChannelAttention(nn.Module):
@@ -62,6 +62,7 @@ class IMDModule(nn.Module):
         self.act = nn.LeakyReLU(0.05, inplace=True)
         self.c5 = nn.Conv2d(self.distilled * 4, channels, 1)
         self.cca = ContrastChannelAttention(self.distilled * 4)
+        self.residual = Residual()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         split = (self.distilled, self.remaining)
@@ -69,7 +70,7 @@ class IMDModule(nn.Module):
         d2, r2 = torch.split(self.act(self.c2(r1)), split, dim=1)
         d3, r3 = torch.split(self.act(self.c3(r2)), split, dim=1)
         out = torch.cat([d1, d2, d3, self.c4(r3)], dim=1)
-        return self.c5(self.cca(out)) + x
+        return self.residual(self.c5(self.cca(out)), x)
 
 
 class IMDN(nn.Module):

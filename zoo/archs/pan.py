@@ -14,7 +14,7 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import nn
 
-from srq.zoo.archs.common import Gate, scaled_copy, sr_descriptor
+from srq.zoo.archs.common import Gate, Residual, scaled_copy, sr_descriptor
 
 
 class PixelAttention(nn.Module):
@@ -54,11 +54,12 @@ class SCPA(nn.Module):
         self.PAConv = PAConv(half)
         self.conv3 = nn.Conv2d(nf, nf, 1, bias=False)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        self.residual = Residual()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.lrelu(self.k1(self.lrelu(self.conv1_a(x))))
         b = self.lrelu(self.PAConv(self.lrelu(self.conv1_b(x))))
-        return self.conv3(torch.cat([a, b], dim=1)) + x
+        return self.residual(self.conv3(torch.cat([a, b], dim=1)), x)
 
 
 class PAN(nn.Module):
