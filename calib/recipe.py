@@ -325,10 +325,10 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
 
 
 def _site_op(name: str, q: FakeQuantizer, sites: dict[str, FakeQuantizer]) -> str:
-    """The op of site ``name``: its quantizer's, or, for a layer input that shares another site's quantizer
-    (e.g. a residual's output), its layer's (the op of that layer's weight site)."""
+    """The op of site ``name``: a layer input's is its layer's (the op of that layer's weight site; it may
+    share another site's quantizer, e.g. a residual's output), any other site's its quantizer's."""
     weight = sites.get(f"{name.rpartition('.')[0]}.weight_q")
-    return q.op if name == q.site or weight is None else weight.op
+    return weight.op if weight is not None and name.endswith(".input_q") else q.op
 
 
 def recipe_from_sites(sites: dict[str, FakeQuantizer], model: ModelInfo, placement: PlacementConfig,

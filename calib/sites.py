@@ -72,7 +72,7 @@ from srq.calib.layers import (QuantConv2d, QuantGate, QuantLinear, QuantMatMul, 
                               QuantWindowAttention, TableSigmoid)
 from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
-from srq.zoo import Gate, Residual, set_exact_statistics
+from srq.zoo import Gate, NearestUpsample, Residual, set_exact_statistics
 
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
@@ -156,16 +156,19 @@ class _Call:
     in_hw: tuple[int, ...]
     input: Tensor  # the call's input (kept alive, so that two calls reading one tensor see the same object)
     output: Tensor
+    versions: tuple[int, int]  # input / output ``_version`` at the call (an in-place op later bumps it)
 
 
 def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
-    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual calls of one no-grad forward, in call order."""
+    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual / NearestUpsample calls of one no-grad
+    forward, in call order."""
     calls: list[_Call] = []
     handles = []
     for path, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual)):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual, NearestUpsample)):
             def hook(mod, args, out, path=path):
-                calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0], out))
+                calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0], out,
+                                   (args[0]._version, out._version)))
             handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -185,7 +188,7 @@ def _policy_layers(model: nn.Module, cfg: PlacementConfig, calls: list[_Call]) -
             raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
         mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
         return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)], None
-    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual))]
+    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual, NearestUpsample))]
     layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
     inside_attn = tuple(p + "." for p in attn)
     if not layers:
@@ -286,38 +289,50 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         raise SrqError(f"layer_bits {', '.join(unmatched)}: matches no quantized layer of this model")
     overrides = {p: c for p in paths if (c := cfg.for_layer(p)) != cfg}
     overrides |= {p: _float_output(overrides.get(p, cfg)) for p in floats}
-    if first in paths:
+    integer_skips = cfg.integer_residuals and cfg.conv_output_bits is not None
+    if first in paths:  # with integer residuals its output is requantized: the skip path stays integer
         b = cfg.first_conv_bits
-        overrides[first] = _float_output(replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True))
+        first_cfg = replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True)
+        overrides[first] = first_cfg if integer_skips else _float_output(first_cfg)
     requantized = {p for p in paths if p not in floats and p != first and isinstance(model.get_submodule(p), nn.Conv2d)}
     gates = _gate_paths(calls, requantized) if cfg.integer_gates and cfg.conv_output_bits else ()
-    residuals = (tuple(c.path for c in calls if isinstance(c.module, Residual))
-                 if cfg.integer_residuals and cfg.conv_output_bits else ())
-    shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg, residuals)
+    residuals = tuple(c.path for c in calls if isinstance(c.module, Residual)) if integer_skips else ()
+    if integer_skips and first in paths:
+        requantized.add(first)
+    shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg, residuals,
+                            requantized if cfg.shared_inputs else set())
     return place_at(model, cfg, paths, overrides, gates, shared, residuals)
 
 
 def _shared_inputs(calls: list[_Call], paths: list[str], overrides: dict[str, PlacementConfig],
-                   cfg: PlacementConfig, residuals: tuple[str, ...]) -> dict[str, str]:
+                   cfg: PlacementConfig, residuals: tuple[str, ...], requantized: set[str]) -> dict[str, str]:
     """``{layer path: site path}``: the quantized Conv2d / Linear layers (``paths``) whose input quantizer
     is another site's, as each tensor gets one grid and the engine quantizes it once:
 
+    * a layer that reads, unchanged and at ``conv_output_bits`` without bias correction, the sum of an
+      integer residual (``residuals``: paths) or the output of a requantized conv (``requantized``:
+      paths, given under ``shared_inputs``) reads it on that output's own grid (``<path>.output``),
+      which it already is (PAN's ``att.conv`` on ``upconv``'s output, each block's first convs on the
+      previous block's sum), also through a ``NearestUpsample`` (PAN's ``upconv1`` on the trunk's sum);
     * ``shared_inputs``: a layer that reads the very tensor an earlier one (in call order) reads, at the
       same input format, shares that one's ``input_q`` (PAN's ``conv1_a`` / ``conv1_b``, ``PAConv.k2`` /
-      ``k3``), so ONNX Runtime can also fuse the op that made it (e.g. QLinearLeakyRelu);
-    * integer ``residuals`` (paths): a layer that reads a residual's sum at ``conv_output_bits`` without
-      bias correction reads it on the residual's own grid (``<residual>.output``), which it already is.
+      ``k3``), so ONNX Runtime can also fuse the op that made it (e.g. QLinearLeakyRelu).
     """
     wanted = set(paths)
-    sums = {id(c.output): f"{c.path}.output" for c in calls if c.path in residuals}
+    grids = {id(c.output): (f"{c.path}.output", c.versions[1]) for c in calls
+             if c.path in residuals or c.path in requantized}
     leaders: dict[tuple[int, int, bool], str] = {}
     shared: dict[str, str] = {}
     for c in calls:
+        grid = grids.get(id(c.input))
+        if isinstance(c.module, NearestUpsample) and grid is not None and grid[1] == c.versions[0]:
+            grids[id(c.output)] = (grid[0], c.versions[1])  # copies values: still on that grid
         if c.path not in wanted or not isinstance(c.module, (nn.Conv2d, nn.Linear)) or c.path in shared:
             continue
         layer = overrides.get(c.path, cfg)
-        if id(c.input) in sums and layer.a_bits == cfg.conv_output_bits and not cfg.bias_correction:
-            shared[c.path] = sums[id(c.input)]
+        if (grid is not None and grid[1] == c.versions[0] and layer.a_bits == cfg.conv_output_bits
+                and not layer.symmetric and not cfg.bias_correction):
+            shared[c.path] = grid[0]
         elif cfg.shared_inputs:
             leader = leaders.setdefault((id(c.input), layer.a_bits, layer.symmetric), c.path)
             if leader != c.path:
@@ -406,7 +421,7 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
         model.get_submodule(path).input_q = model.get_submodule(site)
     set_exact_statistics(model)
     sites = {name: m for name, m in model.named_modules(remove_duplicate=False) if isinstance(m, FakeQuantizer)}
-    for name, q in sites.items():
+    for name, q in sorted(sites.items(), key=lambda item: not is_output_site(item[0])):  # output names first
         if q.site:  # a shared quantizer, set up under its first name
             continue
         q.site = name

@@ -91,8 +91,8 @@ from srq.export.ort_fusion import qlinear_sigmoid_levels
 from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_constant, conv_integer_float_output,
                                   dequantize_bias_input, dequantize_weight_input, fold_into_bias,
                                   merge_twin_quantizers, quantize_activation_input, quantize_activation_output,
-                                  requantize_concat_inputs, set_metadata, sigmoid_as_gate, sigmoid_as_table,
-                                  skip_requantization_on_same_grid)
+                                  quantize_before_nearest_resize, requantize_concat_inputs, set_metadata,
+                                  sigmoid_as_gate, sigmoid_as_table, skip_requantization_on_same_grid)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo import set_exact_statistics
 from srq.zoo.loader import SRModel
@@ -535,6 +535,7 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         _put_residuals(graph, recipe)
         if target == "ort":
             requantize_concat_inputs(graph)
+            quantize_before_nearest_resize(graph)
         skip_requantization_on_same_grid(graph)
         merge_twin_quantizers(graph)
         proto = gs.export_onnx(graph.cleanup().toposort())

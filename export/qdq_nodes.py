@@ -436,6 +436,41 @@ def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
     return skipped
 
 
+def _fusable_binary(node: gs.Node) -> bool:
+    return node.op in ("Add", "Mul") and all(len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear"
+                                             for t in node.inputs)
+
+
+def quantize_before_nearest_resize(graph: gs.Graph) -> int:
+    """Give a nearest-neighbour ``Resize`` whose output one per-tensor ``QuantizeLinear`` alone reads a
+    ``Q -> DQ`` on its input with that grid, so that it moves levels of one grid (ONNX Runtime then
+    resizes the uint8 tensor and fuses the op in front, e.g. QLinearLeakyRelu or QLinearAdd).
+
+    Exact: nearest resizing copies values, so quantizing before it gives the levels quantizing after
+    it gives, and quantizing them again changes nothing. An input that is already a
+    ``DequantizeLinear`` output is left alone (ORT would rewrite the ``Q -> DQ -> Q -> DQ`` inexactly), and
+    so is an Add / Mul of two DQs (ORT would fuse a QLinearAdd / QLinearMul that calibration did not
+    compute; an arch's ``Residual`` has its own site instead).
+    Returns the number of Resize nodes changed.
+    """
+    changed = 0
+    for resize in [n for n in graph.nodes if n.op == "Resize" and n.attrs.get("mode") == "nearest"]:
+        readers, x = resize.outputs[0].outputs, resize.inputs[0]
+        if (len(readers) != 1 or readers[0].op != "QuantizeLinear" or readers[0].attrs.get("axis") is not None
+                or resize.outputs[0] in graph.outputs or any(r.op == "Clip" for r in readers[0].outputs[0].outputs)
+                or (len(x.inputs) == 1 and (x.inputs[0].op == "DequantizeLinear" or _fusable_binary(x.inputs[0])))):
+            continue
+        scale, zero_point = readers[0].inputs[1:3]
+        if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
+            continue
+        container = np.dtype(zero_point.values.dtype).name
+        lo, hi = CONTAINERS[container][2:]
+        grid = IntGrid(np.asarray(scale.values, np.float32), np.asarray(zero_point.values), lo, hi, container)
+        quantize_activation_input(graph, resize, 0, grid, f"{resize.name}_in")
+        changed += 1
+    return changed
+
+
 def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:
     """Make ``consumers`` read ``new`` wherever they read ``old`` (graphsurgeon lists take no slices)."""
     for node in consumers:

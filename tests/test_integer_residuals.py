@@ -83,14 +83,16 @@ def test_integer_residuals_need_an_asymmetric_placement():
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("weights, residuals, readers", [("PAN/PANx4_DF2K.pth", 16, 31), ("IMDN/IMDN_x2.pth", 6, 5)])
+@pytest.mark.parametrize("weights, residuals, readers", [("PAN/PANx4_DF2K.pth", 17, 31), ("IMDN/IMDN_x2.pth", 6, 5)])
 def test_residual_sites_and_the_layers_that_read_them(shared_data, weights, residuals, readers):
-    """One ``<residual>.output`` site per block; each later block's first convs (PAN: conv1_a and conv1_b, and
-    trunk_conv after the last block; IMDN: c1) read the sum on that site's grid: one quantizer, two names."""
+    """One ``<residual>.output`` site per block (PAN: and its trunk's); each later block's first convs (PAN:
+    conv1_a and conv1_b, and trunk_conv after the last block; IMDN: c1) read the sum on that site's grid: one
+    quantizer, two names (policy body: PAN's upconv1 after the trunk's sum is FP)."""
     model = load_model(shared_data / "weights" / weights)
     sites = place_quantizers(model.module, PlacementConfig(policy="body", w_bits=8, a_bits=8, first_conv_bits=8,
                                                            integer_residuals=True), torch.rand(1, 3, 24, 24))
     found = [name for name, q in sites.items() if name.endswith("residual.output")]
+    assert len(set(map(id, (sites[n] for n in found)))) == residuals
     assert len(found) == residuals and all(sites[n].op == "add" for n in found)
     assert sum(1 for name, q in sites.items() if name.endswith(".input_q") and q.site in found) == readers
 
@@ -105,7 +107,7 @@ def test_w4a4_layers_keep_their_own_input_grid(shared_data):
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("weights, adds", [("PAN/PANx4_DF2K.pth", 15), ("IMDN/IMDN_x2.pth", 5)])
+@pytest.mark.parametrize("weights, adds", [("PAN/PANx4_DF2K.pth", 17), ("IMDN/IMDN_x2.pth", 6)])
 def test_integer_residual_engine_is_exact_and_runs_qlinear_add(shared_data, tmp_path, set5_lr,
                                                                 assert_engine_equals_fake_quant, weights, adds):
     """W8A8, policy all (PAN with integer gates and shared inputs), phase 1 and 4 DQC steps on Set5 crops:

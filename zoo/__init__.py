@@ -3,11 +3,11 @@
 Public API: ``load_model(spec, scale=None) -> SRModel``, ``upscale_image(model, lr) -> sr``,
 ``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models) and
 ``Gate`` (the module an architecture uses for a gated product that one layer alone reads) and
-``Residual`` (a block's skip connection).
+``Residual`` (a block's skip connection) and ``NearestUpsample``.
 """
 
-from srq.zoo.archs.common import Gate, Residual, set_exact_statistics
+from srq.zoo.archs.common import Gate, NearestUpsample, Residual, set_exact_statistics
 from srq.zoo.infer import upscale_image
 from srq.zoo.loader import SRModel, load_model
 
-__all__ = ["Gate", "Residual", "SRModel", "load_model", "set_exact_statistics", "upscale_image"]
+__all__ = ["Gate", "NearestUpsample", "Residual", "SRModel", "load_model", "set_exact_statistics", "upscale_image"]

@@ -11,6 +11,7 @@ import copy
 import re
 
 from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -42,6 +43,14 @@ class Residual(nn.Module):
 
     def forward(self, body: Tensor, skip: Tensor) -> Tensor:
         return body + skip
+
+
+class NearestUpsample(nn.Module):
+    """Nearest-neighbour upsampling by ``factor`` (given per call, so multi-scale nets can share it) as a
+    module, so that calibration sees it move values without changing them: a tensor on a grid stays on it."""
+
+    def forward(self, x: Tensor, factor: int) -> Tensor:
+        return F.interpolate(x, scale_factor=factor, mode="nearest")
 
 
 def set_exact_statistics(net: nn.Module, on: bool = True) -> int:

@@ -14,7 +14,7 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition, get_seq_len
 from torch import nn
 
-from srq.zoo.archs.common import Gate, Residual, scaled_copy, sr_descriptor
+from srq.zoo.archs.common import Gate, NearestUpsample, Residual, scaled_copy, sr_descriptor
 
 
 class PixelAttention(nn.Module):
@@ -81,19 +81,21 @@ class PAN(nn.Module):
             self.HRconv2 = nn.Conv2d(unf, unf, 3, padding=1)
         self.conv_last = nn.Conv2d(unf, out_nc, 3, padding=1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        self.trunk_residual = Residual()
+        self.upsample = NearestUpsample()
 
     def at_scale(self, scale: int) -> PAN:
         return scaled_copy(self, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.conv_first(x)
-        fea = fea + self.trunk_conv(self.SCPA_trunk(fea))
+        fea = self.trunk_residual(self.trunk_conv(self.SCPA_trunk(fea)), fea)
         stages = [(self.upconv1, self.att1, self.HRconv1)]
         if self.scale == 4:
             stages.append((self.upconv2, self.att2, self.HRconv2))
         step = 2 if self.scale == 4 else self.scale
         for upconv, att, hrconv in stages:
-            fea = upconv(F.interpolate(fea, scale_factor=step, mode="nearest"))
+            fea = upconv(self.upsample(fea, step))
             fea = self.lrelu(att(fea))
             fea = self.lrelu(hrconv(fea))
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
