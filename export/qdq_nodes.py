@@ -338,6 +338,21 @@ def sigmoid_as_gate(graph: gs.Graph, sigmoid: gs.Node, out_scale: float, out_zer
     return "gather"
 
 
+def _sole_reader_grid(graph: gs.Graph, node: gs.Node) -> IntGrid | None:
+    """The grid of the one per-tensor QuantizeLinear (constant scale and zero point) that alone reads
+    ``node``'s output, which is no graph output; else None."""
+    readers = node.outputs[0].outputs
+    if (len(readers) != 1 or readers[0].op != "QuantizeLinear" or readers[0].attrs.get("axis") is not None
+            or node.outputs[0] in graph.outputs):
+        return None
+    scale, zero_point = readers[0].inputs[1:3]
+    if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
+        return None
+    container = np.dtype(zero_point.values.dtype).name
+    lo, hi = CONTAINERS[container][2:]
+    return IntGrid(np.asarray(scale.values, np.float32), np.asarray(zero_point.values), lo, hi, container)
+
+
 def requantize_concat_inputs(graph: gs.Graph) -> int:
     """Give each input of a Concat that one per-tensor QuantizeLinear alone reads a ``Q -> DQ`` on that grid.
 
@@ -351,16 +366,9 @@ def requantize_concat_inputs(graph: gs.Graph) -> int:
     """
     changed = 0
     for concat in [n for n in graph.nodes if n.op == "Concat"]:
-        readers = concat.outputs[0].outputs
-        if (len(readers) != 1 or readers[0].op != "QuantizeLinear" or readers[0].attrs.get("axis") is not None
-                or concat.outputs[0] in graph.outputs):
+        grid = _sole_reader_grid(graph, concat)
+        if grid is None:
             continue
-        scale, zero_point = readers[0].inputs[1:3]
-        if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
-            continue
-        container = np.dtype(zero_point.values.dtype).name
-        lo, hi = CONTAINERS[container][2:]
-        grid = IntGrid(np.asarray(scale.values, np.float32), np.asarray(zero_point.values), lo, hi, container)
         for i, part in enumerate(concat.inputs):
             if not (len(part.inputs) == 1 and part.inputs[0].op == "DequantizeLinear"):
                 quantize_activation_input(graph, concat, i, grid, f"{concat.name}_in{i}")
@@ -455,17 +463,10 @@ def quantize_before_nearest_resize(graph: gs.Graph) -> int:
     """
     changed = 0
     for resize in [n for n in graph.nodes if n.op == "Resize" and n.attrs.get("mode") == "nearest"]:
-        readers, x = resize.outputs[0].outputs, resize.inputs[0]
-        if (len(readers) != 1 or readers[0].op != "QuantizeLinear" or readers[0].attrs.get("axis") is not None
-                or resize.outputs[0] in graph.outputs or any(r.op == "Clip" for r in readers[0].outputs[0].outputs)
+        grid, x = _sole_reader_grid(graph, resize), resize.inputs[0]
+        if (grid is None or any(r.op == "Clip" for r in resize.outputs[0].outputs[0].outputs[0].outputs)
                 or (len(x.inputs) == 1 and (x.inputs[0].op == "DequantizeLinear" or _fusable_binary(x.inputs[0])))):
             continue
-        scale, zero_point = readers[0].inputs[1:3]
-        if not isinstance(scale, gs.Constant) or not isinstance(zero_point, gs.Constant) or scale.values.size != 1:
-            continue
-        container = np.dtype(zero_point.values.dtype).name
-        lo, hi = CONTAINERS[container][2:]
-        grid = IntGrid(np.asarray(scale.values, np.float32), np.asarray(zero_point.values), lo, hi, container)
         quantize_activation_input(graph, resize, 0, grid, f"{resize.name}_in")
         changed += 1
     return changed
