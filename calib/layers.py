@@ -300,17 +300,42 @@ class TableSigmoid(nn.Module):
 
 
 class QuantGate(nn.Module):
-    """``x * gate`` (``srq.zoo.archs.common.Gate``): tags the product of two requantized tensors (a conv
-    output and an integer gate) with its operands (``PRODUCT_TAG``), so that the one quantized layer
-    reading it computes ORT's ``QLinearMul`` (``WeightedQuantLayer._qlinear_mul``). The arch's ``Gate``
-    promises that one layer, and nothing else, reads the product."""
+    """``x * gate`` (``srq.zoo.archs.common.Gate``) of two requantized tensors (a conv output and an integer
+    gate), as ONNX Runtime's ``QLinearMul`` computes it.
+
+    Without ``output``: tags the product with its operands (``PRODUCT_TAG``), so that the one quantized
+    layer reading it computes the kernel onto its input grid (``WeightedQuantLayer._qlinear_mul``); the
+    arch's ``Gate`` promises that one layer, and nothing else, reads the product. With ``output`` (a
+    ``Gate(requantized=True)``, site ``<gate path>.output``, op ``"mul"``): the product is requantized by
+    it, as the kernel does (``srq.calib.quantizer.qlinear_mul_levels``; straight-through gradient of the
+    fake-quantized product), and tagged with it (``GRID_TAG``). Any other operands: a float product (and
+    the output quantizer)."""
+
+    def __init__(self, output: FakeQuantizer | None = None) -> None:
+        super().__init__()
+        self.output = output
 
     def forward(self, x: Tensor, gate: Tensor) -> Tensor:
         y = x * gate
         grid_x, grid_gate = tagged(x, GRID_TAG), tagged(gate, GRID_TAG)
-        if grid_x is not None and grid_gate is not None and grid_x[0].quantizing and grid_gate[0].quantizing:
-            setattr(y, PRODUCT_TAG, (x, grid_x[0], gate, grid_gate[0], x._version, gate._version, y._version))
-        return y
+        on_grids = grid_x is not None and grid_gate is not None and grid_x[0].quantizing and grid_gate[0].quantizing
+        if self.output is None:
+            if on_grids:
+                setattr(y, PRODUCT_TAG, (x, grid_x[0], gate, grid_gate[0], x._version, gate._version, y._version))
+            return y
+        yq = self.output(y)
+        if not self.output.quantizing:
+            return yq
+        if on_grids:
+            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+                (s_x, _), (s_g, _) = grid_x[0].qparams(), grid_gate[0].qparams()
+                s_y, zp_y = self.output.qparams()
+                fmt = self.output.fmt
+                exact = qlinear_mul_levels(torch.round(x / s_x), torch.round(gate / s_g), s_x, s_g, s_y, zp_y,
+                                           fmt.qmin, fmt.qmax).mul_(s_y)
+            yq = exact if not torch.is_grad_enabled() else exact + (yq - yq.detach())
+        setattr(yq, GRID_TAG, (self.output, yq._version))
+        return yq
 
 
 class QuantResidual(nn.Module):

@@ -53,7 +53,9 @@ per-channel attention) also gets an output site ``<sigmoid path>.output`` (op ``
 ``conv_output_bits``, searched and trained like any activation site); its table is
 ``srq.calib.quantizer.table_levels`` of that grid, and the product of an arch's ``Gate`` is read by
 its one consuming layer as ONNX Runtime's ``QLinearMul`` computes it
-(``srq.calib.quantizer.qlinear_mul_levels``). A gate site whose sigmoid does not read a
+(``srq.calib.quantizer.qlinear_mul_levels``); an arch's ``Gate(requantized=True)`` of such a gate and a
+requantized conv output has its own output site ``<gate path>.output`` (op ``"mul"``) instead, the same
+kernel's output grid (PAN's HR pixel attention). A gate site whose sigmoid does not read a
 requantized conv output is inert (calibration and export both leave that sigmoid float).
 ``shared_inputs``: layers that read one tensor had one input quantizer in calibration; the recipe
 lists it under each layer's site name with equal values, and loading it back needs nothing more.
@@ -296,14 +298,16 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     the recipe was made for (call ``recipe.check_matches`` with its ``SRModel`` first).
     """
     # gates and residuals: by placement
-    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op not in ("sigmoid", "add")})
+    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op not in ("sigmoid", "add", "mul")})
     wanted = {s.name for s in recipe.sites}
     # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
     no_output = replace(recipe.placement, conv_output_bits=None)
     gates = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "sigmoid")
     residuals = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "add")
+    products = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "mul")
     sites = place_at(model, recipe.placement, layer_paths,
-                     {p: no_output for p in layer_paths if f"{p}.output" not in wanted}, gates, residuals=residuals)
+                     {p: no_output for p in layer_paths if f"{p}.output" not in wanted}, gates,
+                     residuals=residuals, products=products)
     if set(sites) != wanted:
         missing, extra = sorted(wanted - set(sites)), sorted(set(sites) - wanted)
         raise SrqError(f"recipe does not fit this model: sites missing in the model {missing[:3]}, "

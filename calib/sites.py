@@ -157,18 +157,19 @@ class _Call:
     input: Tensor  # the call's input (kept alive, so that two calls reading one tensor see the same object)
     output: Tensor
     versions: tuple[int, int]  # input / output ``_version`` at the call (an in-place op later bumps it)
+    second: Tensor | None  # a second input (a Gate's gate)
 
 
 def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
-    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual / NearestUpsample calls of one no-grad
+    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual / NearestUpsample / Gate calls of one no-grad
     forward, in call order."""
     calls: list[_Call] = []
     handles = []
     for path, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual, NearestUpsample)):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual, NearestUpsample, Gate)):
             def hook(mod, args, out, path=path):
                 calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0], out,
-                                   (args[0]._version, out._version)))
+                                   (args[0]._version, out._version), args[1] if len(args) > 1 else None))
             handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -188,7 +189,7 @@ def _policy_layers(model: nn.Module, cfg: PlacementConfig, calls: list[_Call]) -
             raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
         mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
         return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)], None
-    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual, NearestUpsample))]
+    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual, NearestUpsample, Gate))]
     layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
     inside_attn = tuple(p + "." for p in attn)
     if not layers:
@@ -301,7 +302,16 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         requantized.add(first)
     shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg, residuals,
                             requantized if cfg.shared_inputs else set())
-    return place_at(model, cfg, paths, overrides, gates, shared, residuals)
+    return place_at(model, cfg, paths, overrides, gates, shared, residuals, _gate_products(calls, gates, requantized))
+
+
+def _gate_products(calls: list[_Call], gates: tuple[str, ...], requantized: set[str]) -> tuple[str, ...]:
+    """The ``Gate(requantized=True)`` paths whose product gets its own grid: a requantized conv's output
+    times an integer gate (a sigmoid at ``gates``), as PAN's HR pixel attention (QLinearMul)."""
+    outputs = {id(c.output): c for c in calls}
+    return tuple(c.path for c in calls if isinstance(c.module, Gate) and c.module.requantized
+                 and getattr(outputs.get(id(c.second)), "path", None) in gates
+                 and getattr(outputs.get(id(c.input)), "path", None) in requantized)
 
 
 def _shared_inputs(calls: list[_Call], paths: list[str], overrides: dict[str, PlacementConfig],
@@ -379,13 +389,14 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
 def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
              overrides: dict[str, PlacementConfig] | None = None,
              gates: tuple[str, ...] = (), shared: dict[str, str] | None = None,
-             residuals: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
+             residuals: tuple[str, ...] = (), products: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
     ``nn.Sigmoid`` becomes a ``TableSigmoid`` (a plain sigmoid unless it reads a requantized conv output);
     with ``cfg.integer_gates`` those at ``gates`` (paths) get an output quantizer at ``conv_output_bits``
-    (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``. The ``Residual`` modules at ``residuals``
+    (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``, those at ``products`` with an output site at
+    ``conv_output_bits`` (op ``"mul"``). The ``Residual`` modules at ``residuals``
     become ``QuantResidual`` with an output site at ``conv_output_bits`` (op ``"add"``). ``shared``
     (``{layer path: site path}``): those layers' ``input_q`` is that site's quantizer, one module under
     two site names (the recipe lists both, with equal values; beta follows the first name).
@@ -414,7 +425,7 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
             _set(model, name, TableSigmoid(_act_q(cfg, "sigmoid", cfg.conv_output_bits) if gate else None))
     if cfg.integer_gates:
         for name in [n for n, m in model.named_modules() if type(m) is Gate]:
-            _set(model, name, QuantGate())
+            _set(model, name, QuantGate(_act_q(cfg, "mul", cfg.conv_output_bits) if name in products else None))
     for name in residuals:
         _set(model, name, QuantResidual(_act_q(cfg, "add", cfg.conv_output_bits)))
     for path, site in (shared or {}).items():

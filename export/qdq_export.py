@@ -35,8 +35,9 @@
 7. ``target="ort"``: each part of a Concat that one QuantizeLinear alone reads is quantized on that
    grid first (``requantize_concat_inputs``; the same levels, by idempotence), so ORT runs
    QLinearConcat, and QLinearLeakyRelu for the parts that are LeakyReLUs of a requantized output.
-8. Integer residuals (``placement.integer_residuals``): ``Q -> DQ`` on each residual ``Add`` with a site
-   ``<residual>.output``, in front of all its readers (``_put_residuals``); ORT fuses ``QLinearAdd``.
+8. Integer residuals (``placement.integer_residuals``) and requantized gate products: ``Q -> DQ`` on each
+   residual ``Add`` / gate ``Mul`` with a site ``<path>.output``, in front of all its readers
+   (``_put_sum_and_product_sites``); ORT fuses ``QLinearAdd`` / ``QLinearMul``.
 9. A ``Q`` that re-quantizes a ``DQ`` output on the same grid is the identity on those levels and is
    skipped (``skip_requantization_on_same_grid``: a layer reading a residual on its grid), then equal
    quantization chains on one tensor become one (``merge_twin_quantizers``: layers that share an input
@@ -417,12 +418,12 @@ def recipe_fingerprint(recipe: Recipe) -> str:
 
 
 def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
-    """``{layer path: {role: site}}`` of the Conv / Linear / MatMul sites (gates: ``_gate_sites``; residuals:
-    ``_put_residuals``)."""
+    """``{layer path: {role: site}}`` of the Conv / Linear / MatMul sites (gates: ``_gate_sites``; residuals
+    and gate products: ``_put_sum_and_product_sites``)."""
     layers: dict[str, dict[str, SiteParams]] = {}
     known = set(INPUT_ROLES) | set(OUTPUT_ROLES) | {"weight_q"}
     for s in recipe.sites:
-        if s.op in ("sigmoid", "add"):
+        if s.op in ("sigmoid", "add", "mul"):
             continue
         path, _, role = s.name.rpartition(".")
         if role not in known:
@@ -463,18 +464,21 @@ def _put_gates(graph: gs.Graph, recipe: Recipe, target: Target) -> None:
                             lambda *grid, g=gate: _ort_gate_levels(*grid, g), f"gate_{i}")
 
 
-def _put_residuals(graph: gs.Graph, recipe: Recipe) -> None:
-    """``Q -> DQ`` on the output of each residual ``Add`` with a site (``<residual path>.output``), in front
-    of all its readers: where both Add inputs are DQs too, ONNX Runtime runs ``QLinearAdd``."""
-    adds = {_scope(n.name): n for n in graph.nodes if n.op == "Add"}
-    sites = [s for s in recipe.sites if s.op == "add"]
-    missing = sorted(s.name for s in sites if s.name.rpartition(".")[0] not in adds)
-    if missing:
-        raise SrqError(f"recipe residual sites with no Add in the {recipe.model.arch} ONNX graph: {', '.join(missing)}")
-    for s in sites:
-        if not s.name.endswith(".output") or s.granularity != "tensor" or s.symmetric:
-            raise SrqError(f"recipe site {s.name}: a residual is a per-tensor asymmetric <residual>.output site")
-        quantize_activation_output(graph, adds[s.name.rpartition(".")[0]], _grid(s), s.name)
+def _put_sum_and_product_sites(graph: gs.Graph, recipe: Recipe) -> None:
+    """``Q -> DQ`` on the output of each residual ``Add`` (site ``<residual path>.output``, op ``"add"``) and
+    requantized gate ``Mul`` (``<gate path>.output``, op ``"mul"``), in front of all its readers: where both
+    inputs are DQs too, ONNX Runtime runs ``QLinearAdd`` / ``QLinearMul``."""
+    for op, node_op in (("add", "Add"), ("mul", "Mul")):
+        nodes = {_scope(n.name): n for n in graph.nodes if n.op == node_op}
+        sites = [s for s in recipe.sites if s.op == op]
+        missing = sorted(s.name for s in sites if s.name.rpartition(".")[0] not in nodes)
+        if missing:
+            raise SrqError(f"recipe {op} sites with no {node_op} in the {recipe.model.arch} ONNX graph: "
+                           f"{', '.join(missing)}")
+        for s in sites:
+            if not s.name.endswith(".output") or s.granularity != "tensor" or s.symmetric:
+                raise SrqError(f"recipe site {s.name}: an {op} site is a per-tensor asymmetric <path>.output site")
+            quantize_activation_output(graph, nodes[s.name.rpartition(".")[0]], _grid(s), s.name)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -532,7 +536,7 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         if target == "trt":
             float64_to_float32(graph)
         _put_gates(graph, recipe, target)
-        _put_residuals(graph, recipe)
+        _put_sum_and_product_sites(graph, recipe)
         if target == "ort":
             requantize_concat_inputs(graph)
             quantize_before_nearest_resize(graph)

@@ -192,9 +192,9 @@ def test_sigmoid_as_gate_uses_qlinear_sigmoid_where_the_kernel_agrees_else_a_uin
 def test_pan_integer_gates_engine_is_exact_and_fully_fused(shared_data, tmp_path, set5_lr,
                                                            assert_engine_equals_fake_quant):
     """PAN x4 W8A8, policy all, integer first conv and gates, phase 1 on two 24x24 Set5 crops: ORT runs
-    the gates as QLinearSigmoid or uint8 lookups (no Sigmoid) and the 16 PAConv products as QLinearMul, and
-    the engine equals the fake-quant model level for level on Set5 tiles; the recipe keeps the flag and
-    its 18 gate sites."""
+    the gates as QLinearSigmoid or uint8 lookups (no Sigmoid), the 16 PAConv products and the two HR
+    attention products (requantized by their own sites) as QLinearMul, and the engine equals the fake-quant
+    model level for level on Set5 tiles; the recipe keeps the flag, its 18 gate and 2 product sites."""
     weights = shared_data / "weights/PAN/PANx4_DF2K.pth"
     model = load_model(weights)
     images = set5_lr(model.scale)
@@ -205,11 +205,12 @@ def test_pan_integer_gates_engine_is_exact_and_fully_fused(shared_data, tmp_path
     assert json.loads((tmp_path / "r.json").read_text())["placement"]["integer_gates"] is True
     loaded = Recipe.load(tmp_path / "r.json")
     assert loaded.placement.integer_gates and len([g for g in loaded.sites if g.op == "sigmoid"]) == 18
+    assert sorted(s.name for s in loaded.sites if s.op == "mul") == ["att1.gate.output", "att2.gate.output"]
     path = export_quantized(load_model(weights), recipe, "ort", (32, 32), tmp_path / "m.onnx")
     counts = optimized_op_counts(path)
     # a gate whose table ORT's own sigmoid does not reproduce level for level is a uint8 Gather instead
     assert counts["QLinearSigmoid"] + counts["Gather"] == 18 and counts["QLinearSigmoid"] > counts["Gather"], counts
-    assert counts["QLinearMul"] == 16 and "Sigmoid" not in counts, counts
+    assert counts["QLinearMul"] == 18 and "Sigmoid" not in counts, counts  # 16 PAConv, 2 HR attention products
     assert counts["QLinearConcat"] == 16 and "Concat" not in counts, counts  # requantize_concat_inputs
     assert_engine_equals_fake_quant(weights, recipe, path, [im[:, :, 4:36, 4:36].contiguous() for im in images[2:4]])
 

@@ -27,9 +27,14 @@ def scaled_copy(net: nn.Module, scale: int) -> nn.Module:
 class Gate(nn.Module):
     """``x * gate`` as a module, so that calibration can swap it (``srq.calib.layers.QuantGate``).
 
-    Use it only where exactly one layer, and nothing else, reads the product: an integer engine
-    then fuses the product with that layer's input quantization (ONNX Runtime's ``QLinearMul``),
-    which calibration reproduces."""
+    By default use it only where exactly one layer, and nothing else, reads the product: an integer
+    engine then fuses the product with that layer's input quantization (ONNX Runtime's ``QLinearMul``),
+    which calibration reproduces. ``requantized=True`` (anything may read the product, e.g. an
+    activation): with integer gates the product gets its own grid, which the same kernel computes."""
+
+    def __init__(self, requantized: bool = False) -> None:
+        super().__init__()
+        self.requantized = requantized
 
     def forward(self, x: Tensor, gate: Tensor) -> Tensor:
         return x * gate

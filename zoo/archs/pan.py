@@ -22,9 +22,10 @@ class PixelAttention(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(nf, nf, 1)
         self.sigmoid = nn.Sigmoid()  # a module, so that calibration can swap it (srq.calib.layers.TableSigmoid)
+        self.gate = Gate(requantized=True)  # a LeakyReLU reads the product
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.sigmoid(self.conv(x))
+        return self.gate(x, self.sigmoid(self.conv(x)))
 
 
 class PAConv(nn.Module):
