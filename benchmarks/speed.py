@@ -17,7 +17,11 @@ For each net, at one 128x128 LR tile, 1 intra-op thread, ``ORT_ENABLE_ALL``, thr
   point 0, so ORT runs its U8S8 kernels (exact on AVX-512 VNNI / AVX-VNNI CPUs; elsewhere the engine
   sets ``x64quantprecision`` and runs the exact U8U8 ones);
 * PAN's ``srq W8A8 sw all``: the same with ``--policy all`` (its HR-side convs quantized too), and
-  ``... gates`` with ``--integer-gates`` as well (QLinearSigmoid / QLinearMul, docs/integer-gates.md);
+  ``... gates`` with ``--integer-gates`` as well (QLinearSigmoid / QLinearMul);
+* ``srq W8A8 int`` / ``srq W4A4 int``: the most integer graph srq calibrates exactly (docs/integer-graph.md):
+  ``--first-conv-bits 8 --integer-gates --shared-inputs --integer-residuals``, for PAN with ``--policy all``
+  and its last conv quantized too (``--include conv_last``; IMDN's costs 5 dB at W4A4 and saves ~1 %);
+  8-bit weights symmetric;
 * ``srq W7A8 sw``: ``srq calibrate --bits w7a8 --symmetric-weights``: 8-bit asymmetric activations,
   symmetric 7-bit weights (``|q| <= 63``), the format for which ORT's fast U8S8 x86 kernels are
   exact without VNNI (srq's W<=7 weights are stored as int8 ``q - zp``, zp 0; 8-bit asymmetric
@@ -56,11 +60,16 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT.parent / "shared" / "data" / "weights"
+INTEGER = ("--first-conv-bits", "8", "--integer-gates", "--shared-inputs", "--integer-residuals")
 NETS = {  # label, model, extra `srq calibrate` flags of the srq rows, extra rows {engine: (bits, flags)}
-    "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth"), (), {}),
+    "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth"), (),
+             {"srq W8A8 int": ("w8a8", ("--symmetric-weights", *INTEGER)),
+              "srq W4A4 int": ("w4a4", INTEGER)}),
     "pan": ("PAN x4", str(WEIGHTS / "PAN" / "PANx4_DF2K.pth"), (),
             {"srq W8A8 sw all": ("w8a8", ("--symmetric-weights", "--policy", "all")),
-             "srq W8A8 sw all gates": ("w8a8", ("--symmetric-weights", "--policy", "all", "--integer-gates"))}),
+             "srq W8A8 sw all gates": ("w8a8", ("--symmetric-weights", "--policy", "all", "--integer-gates")),
+             "srq W8A8 int": ("w8a8", ("--symmetric-weights", "--policy", "all", *INTEGER, "--include", "conv_last")),
+             "srq W4A4 int": ("w4a4", ("--policy", "all", *INTEGER, "--include", "conv_last"))}),
     "swinir": ("SwinIR-light x2", "swinir-light-x2", ("--qkv", "fused"), {"srq W8A8 qkv split": ("w8a8", ())}),
 }
 TILE = (128, 128)

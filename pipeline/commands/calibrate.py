@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="policies body/all: also quantize the first conv (input, symmetric weights) at B bits, "
                         "whatever --bits, with a float output: the engine runs it as ConvInteger and reproduces "
                         "calibration exactly (an FP first conv rounds differently in PyTorch and ORT, which "
-                        "flips levels downstream); IMDN x2 Set5 W8A8 -0.005 dB. Default 0: FP, 2DQuant's choice")
+                        "flips levels downstream); IMDN x2 Set5 W8A8 -0.005 dB. With --integer-residuals its output "
+                        "is requantized instead (the skip path stays integer). Default 0: FP, 2DQuant's choice")
     p.add_argument("--float-output", action="append", default=[], metavar="GLOB",
                    help="quantized convs whose module path matches keep a float output (repeatable): no 8-bit "
                         "output requantization, symmetric weights where the weight levels would not fit int8, "
@@ -92,18 +93,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="spatial sigmoid gates that read a requantized conv output (PAN's pixel attention, RFDN's "
                         "ESA) get their own 8-bit output site (<sigmoid>.output, searched and trained like any "
                         "activation): ONNX Runtime then runs them as QLinearSigmoid instead of a float table "
-                        "lookup, and PAN's gate product as QLinearMul, both reproduced exactly here. Not with "
-                        "--symmetric (docs/integer-gates.md)")
+                        "lookup, and PAN's gate products as QLinearMul, both reproduced exactly here. Not with "
+                        "--symmetric (docs/integer-graph.md)")
     p.add_argument("--shared-inputs", action="store_true",
-                   help="layers that read the same tensor (PAN's conv1_a / conv1_b, PAConv's k2 / k3) share one "
-                        "input quantizer, so the engine quantizes that tensor once and ONNX Runtime can fuse the op "
-                        "that made it (e.g. QLinearLeakyRelu); the recipe lists both site names with equal values "
-                        "(docs/speed.md)")
+                   help="one grid per tensor: layers that read the same tensor (PAN's conv1_a / conv1_b, PAConv's "
+                        "k2 / k3) share one input quantizer, and a layer that reads a requantized output unchanged "
+                        "(PAN's att.conv) reads it on that grid, so the engine quantizes each tensor once and ONNX "
+                        "Runtime can fuse the op that made it (e.g. QLinearLeakyRelu); the recipe lists both site "
+                        "names with equal values (docs/integer-graph.md)")
     p.add_argument("--integer-residuals", action="store_true",
                    help="an arch's residual sums (PAN's SCPA, IMDN's IMDB blocks) get their own 8-bit output site "
                         "(<residual>.output); ONNX Runtime then adds two 8-bit tensors in one QLinearAdd kernel, "
                         "reproduced exactly here, and the layers that read the sum at 8 bits read it on that grid "
-                        "(without --bias-correction). Not with --symmetric (docs/speed.md)")
+                        "(without --bias-correction); the first conv (--first-conv-bits) gets a requantized output. "
+                        "Not with --symmetric (docs/integer-graph.md)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")

@@ -58,8 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "folds into the int32 bias (default); all = also SwinIR's Q, K, V (2DQuant+), explicit "
                         "engine work")
     p.add_argument("--first-conv-bits", type=int, default=8, metavar="B",
-                   help="CNN policies: integer first conv at B bits, float output, so that the engine "
-                        "reproduces calibration exactly (default 8; 0 = FP first conv; see srq calibrate)")
+                   help="CNN policies: integer first conv at B bits, so that the engine reproduces calibration "
+                        "exactly (float output, or requantized where --integer-residuals keeps the skip path integer; "
+                        "default 8; 0 = FP first conv; see srq calibrate)")
     p.add_argument("--qkv", choices=("split", "fused"), default="fused",
                    help="SwinIR's qkv Linear (see srq calibrate): fused, one input quantizer and one integer GEMM "
                         "(default: the faster engine); split = 2DQuant's three")
@@ -69,14 +70,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default on; <= 7-bit weights are int8 either way)")
     p.add_argument("--integer-gates", action=argparse.BooleanOptionalAction, default=True,
                    help="target ort: sigmoid gates requantized by their own sites, run as QLinearSigmoid / QLinearMul "
-                        "(srq calibrate --integer-gates; PAN x4 W8A8 policy all: 1.25x -> 2.22x for -0.016 dB, "
-                        "docs/integer-gates.md; no effect on nets without sigmoid gates). Default on")
+                        "(srq calibrate --integer-gates; PAN x4 W8A8 policy all: 1.26x -> 2.30x, docs/integer-graph.md; "
+                        "no effect on nets without sigmoid gates). Default on")
     p.add_argument("--shared-inputs", action=argparse.BooleanOptionalAction, default=True,
-                   help="layers that read one tensor share one input quantizer (srq calibrate --shared-inputs): one "
-                        "Q per tensor in the engine (default on; no effect on nets without such layers)")
+                   help="one grid per tensor: layers that read one tensor, or a requantized output, read it on one "
+                        "grid (srq calibrate --shared-inputs): one Q per tensor in the engine (default on)")
     p.add_argument("--integer-residuals", action=argparse.BooleanOptionalAction, default=True,
-                   help="target ort: residual sums requantized by their own sites and run as QLinearAdd (srq calibrate "
-                        "--integer-residuals; default on; no effect on nets without srq.zoo.Residual blocks)")
+                   help="target ort: residual sums requantized by their own sites and run as QLinearAdd, the first "
+                        "conv's output requantized (srq calibrate --integer-residuals; default on; no effect on nets "
+                        "without srq.zoo.Residual blocks)")
     p.add_argument("--layer-bits", action="append", default=[], metavar="GLOB=wNaM",
                    help="mixed precision: other bits for the layers whose path matches (repeatable; see srq calibrate)")
     p.add_argument("--dqc-iters", type=int, default=50, help="phase-2 DQC iterations (default 50; 0 = phase 1 only)")
