@@ -16,7 +16,8 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
                     "bias_correction": false, "beta_sites": "all", "simulate_int32_bias": true,
                     "conv_output_bits": 8,
                     "first_conv_bits": null, "float_output": [], "sigmoid_tables": true,
-                    "integer_gates": false, "shared_inputs": false, "integer_residuals": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
+                    "integer_gates": false, "gate_products": true, "shared_inputs": false, "integer_residuals": false,
+                    "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -43,7 +44,8 @@ range widened to include 0); the export uses them as they are. The placement's
 ``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
 ``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates``, ``shared_inputs`` and ``integer_residuals`` (added in
 0.1.0 without a schema change) default to false / false / null / [] / false / "split" / [] / "all" / false / false /
-false when absent,
+false when absent (``gate_products``, true when absent, only steers placement: the site list says which
+products have sites),
 which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in

@@ -104,6 +104,7 @@ class PlacementConfig:
     float_output: tuple[str, ...] = ()  # globs: quantized convs that keep a float output (ConvInteger)
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
     integer_gates: bool = False  # gate sites <sigmoid>.output on those tables; a Gate product as QLinearMul
+    gate_products: bool = True  # with integer gates: a Gate(requantized=True) product gets its own site
     shared_inputs: bool = False  # layers that read one tensor share one input quantizer (one Q in the engine)
     integer_residuals: bool = False  # an arch's Residual sum requantized by <residual>.output, as QLinearAdd
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
@@ -302,7 +303,8 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         requantized.add(first)
     shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg, residuals,
                             requantized if cfg.shared_inputs else set())
-    return place_at(model, cfg, paths, overrides, gates, shared, residuals, _gate_products(calls, gates, requantized))
+    products = _gate_products(calls, gates, requantized) if cfg.gate_products else ()
+    return place_at(model, cfg, paths, overrides, gates, shared, residuals, products)
 
 
 def _gate_products(calls: list[_Call], gates: tuple[str, ...], requantized: set[str]) -> tuple[str, ...]:

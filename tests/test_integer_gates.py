@@ -240,3 +240,16 @@ def test_gate_sites_go_where_a_gate_saves_work(shared_data, weights, policy, gat
                              torch.rand(1, 3, 24, 24))
     found = [name for name, q in sites.items() if q.op == "sigmoid"]
     assert len(found) == gates and all(name.endswith("sigmoid.output") for name in found), found
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("gate_products, products", [(True, ["att1.gate.output", "att2.gate.output"]), (False, [])])
+def test_gate_product_sites_go_on_pan_hr_attention_unless_turned_off(shared_data, gate_products, products):
+    """PAN's HR pixel-attention products (a LeakyReLU reads them) get their own site with integer gates under
+    policy all (``--no-gate-products``: none); the PAConv products, read by k4 alone, never do."""
+    from srq.calib.sites import place_quantizers
+
+    model = load_model(shared_data / "weights/PAN/PANx4_DF2K.pth")
+    sites = place_quantizers(model.module, PlacementConfig(policy="all", integer_gates=True, first_conv_bits=8,
+                                                           gate_products=gate_products), torch.rand(1, 3, 24, 24))
+    assert sorted(name for name, q in sites.items() if q.op == "mul") == products

@@ -95,6 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "activation): ONNX Runtime then runs them as QLinearSigmoid instead of a float table "
                         "lookup, and PAN's gate products as QLinearMul, both reproduced exactly here. Not with "
                         "--symmetric (docs/integer-graph.md)")
+    p.add_argument("--gate-products", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --integer-gates: a gate product that an activation reads (PAN's HR pixel attention) "
+                        "gets its own 8-bit site, so ONNX Runtime runs it as QLinearMul (PAN x4 W8A8 integer graph: "
+                        "2.87x -> 2.99x for -0.085 dB on Set5; docs/speed.md section 00). Default on")
     p.add_argument("--shared-inputs", action="store_true",
                    help="one grid per tensor: layers that read the same tensor (PAN's conv1_a / conv1_b, PAConv's "
                         "k2 / k3) share one input quantizer, and a layer that reads a requantized output unchanged "
@@ -144,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
                                 first_conv_bits=args.first_conv_bits or None,
                                 float_output=tuple(args.float_output), qkv=args.qkv,
                                 layer_bits=tuple(args.layer_bits), integer_gates=args.integer_gates,
-                                shared_inputs=args.shared_inputs, integer_residuals=args.integer_residuals)
+                                gate_products=args.gate_products, shared_inputs=args.shared_inputs,
+                                integer_residuals=args.integer_residuals)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)
