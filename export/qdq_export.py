@@ -512,6 +512,11 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         raise SrqError(f"{model.source}: tile {tile_hw[0]}x{tile_hw[1]} is not a multiple of {m} "
                        f"(the {model.arch} size multiple)")
     recipe.check_matches(model)
+    ort_only = sorted(s.name for s in recipe.sites if s.op in ("add", "mul"))
+    if target == "trt" and ort_only:
+        raise SrqError(f"recipe sites {', '.join(ort_only[:3])}{' ...' if len(ort_only) > 3 else ''} requantize "
+                       f"residual sums / gate products on asymmetric grids for ONNX Runtime (--integer-residuals, "
+                       f"integer gates); for TensorRT calibrate with --symmetric")
     layers = _group_sites(recipe)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -146,3 +146,15 @@ def test_cli_integer_residuals_flag_reaches_the_recipe(shared_data, tmp_path):
     assert sites["IMDB1.residual.output"]["lb"] == sites["IMDB2.c1.input_q"]["lb"]
     assert main(["calibrate", weights, "--symmetric", "--integer-residuals", "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.shared_data
+def test_a_tensorrt_export_of_an_integer_residual_recipe_is_refused(shared_data, tmp_path):
+    """Residual sites are asymmetric ORT grids; TensorRT needs zero point 0: the export says so, writes nothing."""
+    weights = str(shared_data / "weights/IMDN/IMDN_x2.pth")
+    recipe, onnx_path = tmp_path / "r.json", tmp_path / "m.onnx"
+    assert main(["calibrate", weights, "--bits", "w8a8", "--crops", "2", "--crop-size", "16", "--integer-residuals",
+                 "--out", str(recipe)]) == 0
+    assert main(["export", weights, "--recipe", str(recipe), "--target", "trt", "--tile", "32x32",
+                 "--out", str(onnx_path)]) == 2
+    assert not onnx_path.exists()
