@@ -23,6 +23,10 @@ Feature layers (``feature_layers``): the direct children of the model that hold 
 ``ModuleList`` / ``Sequential`` among them replaced by its own such children -- SwinIR: the 4
 residual groups ``layers.0..3``; IMDN: ``IMDB1..6``, ``c.0`` and ``LR_conv``; PAN: the
 ``SCPA`` blocks of ``SCPA_trunk`` and ``trunk_conv``. A layer returning a tuple contributes its first tensor.
+Layers whose output is a map larger than the input (the HR reconstruction stage that ``--policy all``
+quantizes: PAN's ``upconv``, ``att``, ``HRconv``, ``conv_last``) are left out: 2DQuant compares body
+features, and PAN's attention products, requantized before a LeakyReLU, carry an error the output
+does not see, which stalled DQC (docs/speed.md section 00).
 
 Validation: the last ``val_fraction`` of the crops (whole crops, never trained on) is scored
 every ``val_every`` iterations and at the end as PSNR of the student's output against the
@@ -90,8 +94,9 @@ class DQCResult:
     skipped_steps: int = 0  # steps whose gradient held NaN / inf (optimizer step skipped)
 
 
-def feature_layers(student: nn.Module) -> list[str]:
-    """Module paths whose outputs the feature loss compares (rule in the module docstring)."""
+def feature_layers(student: nn.Module, example: Tensor | None = None) -> list[str]:
+    """Module paths whose outputs the feature loss compares (rule in the module docstring); with an
+    ``example`` input ``(1, C, h, w)``, those whose output is a map larger than ``h x w`` are left out."""
     def holds_quantizer(m: nn.Module) -> bool:
         return any(isinstance(q, FakeQuantizer) for q in m.modules())
 
@@ -103,7 +108,17 @@ def feature_layers(student: nn.Module) -> list[str]:
             paths += [f"{name}.{n}" for n, c in child.named_children() if holds_quantizer(c)]
         else:
             paths.append(name)
-    return paths
+    if example is None:
+        return paths
+    hooks = _Features(student, paths)
+    try:
+        with torch.no_grad():
+            student(example)
+        area = example.shape[-2] * example.shape[-1]
+        larger = {p for p, out in hooks.out.items() if out.ndim == 4 and out.shape[-2] * out.shape[-1] > area}
+        return [p for p in paths if p not in larger]
+    finally:
+        hooks.remove()
 
 
 class _Features:
@@ -178,7 +193,7 @@ def distill(student: nn.Module, teacher: nn.Module, crops: Tensor, cfg: DQCConfi
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    paths = feature_layers(student) if features is None else features
+    paths = feature_layers(student, train[:1, :, :cfg.patch, :cfg.patch]) if features is None else features
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student.eval(), teacher.eval()
     s_hooks, t_hooks = _Features(student, paths), _Features(teacher, paths)

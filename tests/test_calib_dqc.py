@@ -47,6 +47,22 @@ def _quant_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def test_feature_layers_are_the_quantized_top_level_blocks(fp_model, phase1):
     assert feature_layers(_student(fp_model, phase1)) == ["IMDB1", "c.0", "LR_conv"]
+    assert feature_layers(_student(fp_model, phase1), torch.rand(1, 3, 8, 8)) == ["IMDB1", "c.0", "LR_conv"]
+
+
+@pytest.mark.shared_data
+def test_feature_layers_leave_out_the_hr_stage(shared_data):
+    """PAN x4 under policy all: the body blocks and the trunk are features, the HR reconstruction stage is not."""
+    from srq.calib.sites import place_quantizers
+    from srq.zoo.loader import load_model
+
+    model = load_model(shared_data / "weights/PAN/PANx4_DF2K.pth").module
+    place_quantizers(model, PlacementConfig(policy="all", first_conv_bits=8), torch.rand(1, 3, 16, 16))
+    everything = feature_layers(model)
+    assert {"upconv1", "att1", "HRconv1", "att2", "HRconv2"} <= set(everything)
+    lr_only = feature_layers(model, torch.rand(1, 3, 16, 16))
+    assert lr_only == [p for p in everything if p.startswith(("conv_first", "SCPA_trunk.", "trunk_conv"))]
+    assert "SCPA_trunk.15" in lr_only and "trunk_conv" in lr_only
 
 
 def test_feature_loss_is_per_sample_normalised():
