@@ -317,25 +317,40 @@ class QuantGate(nn.Module):
 
     def forward(self, x: Tensor, gate: Tensor) -> Tensor:
         y = x * gate
+        if self.output is not None:
+            return _requantized(self.output, y, x, gate, _mul_levels)
         grid_x, grid_gate = tagged(x, GRID_TAG), tagged(gate, GRID_TAG)
-        on_grids = grid_x is not None and grid_gate is not None and grid_x[0].quantizing and grid_gate[0].quantizing
-        if self.output is None:
-            if on_grids:
-                setattr(y, PRODUCT_TAG, (x, grid_x[0], gate, grid_gate[0], x._version, gate._version, y._version))
-            return y
-        yq = self.output(y)
-        if not self.output.quantizing:
-            return yq
-        if on_grids:
-            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-                (s_x, _), (s_g, _) = grid_x[0].qparams(), grid_gate[0].qparams()
-                s_y, zp_y = self.output.qparams()
-                fmt = self.output.fmt
-                exact = qlinear_mul_levels(torch.round(x / s_x), torch.round(gate / s_g), s_x, s_g, s_y, zp_y,
-                                           fmt.qmin, fmt.qmax).mul_(s_y)
-            yq = exact if not torch.is_grad_enabled() else exact + (yq - yq.detach())
-        setattr(yq, GRID_TAG, (self.output, yq._version))
+        if grid_x is not None and grid_gate is not None and grid_x[0].quantizing and grid_gate[0].quantizing:
+            setattr(y, PRODUCT_TAG, (x, grid_x[0], gate, grid_gate[0], x._version, gate._version, y._version))
+        return y
+
+
+def _mul_levels(a, b, s_a, _zp_a, s_b, _zp_b, s_c, zp_c, qmin, qmax) -> Tensor:
+    """``qlinear_mul_levels`` in ``_requantized``'s argument order (QLinearMul ignores the input zero points)."""
+    return qlinear_mul_levels(a, b, s_a, s_b, s_c, zp_c, qmin, qmax)
+
+
+def _requantized(output: FakeQuantizer, y: Tensor, a: Tensor, b: Tensor, levels) -> Tensor:
+    """``output(y)`` for ``y`` a binary op of ``a`` and ``b``, tagged with ``output`` (``GRID_TAG``).
+
+    When both operands are on grids (tagged, quantizing), ONNX Runtime fuses ``DQ, DQ -> op -> Q`` into
+    one kernel whose float32 arithmetic differs from dequantize-op-quantize in the last bit; the value is
+    then that kernel's: ``levels(l_a, l_b, s_a, zp_a, s_b, zp_b, s_y, zp_y, qmin, qmax) * s_y`` with
+    ``l = round(x / s) = q - zp`` (``srq.calib.quantizer.qlinear_add_levels``, or ``_mul_levels``), with the
+    fake-quantized result's straight-through gradient."""
+    yq = output(y)
+    if not output.quantizing:
         return yq
+    grid_a, grid_b = tagged(a, GRID_TAG), tagged(b, GRID_TAG)
+    if grid_a is not None and grid_b is not None and grid_a[0].quantizing and grid_b[0].quantizing:
+        with torch.no_grad(), torch.autocast(a.device.type, enabled=False):
+            (s_a, zp_a), (s_b, zp_b) = grid_a[0].qparams(), grid_b[0].qparams()
+            s_y, zp_y = output.qparams()
+            exact = levels(torch.round(a / s_a), torch.round(b / s_b), s_a, zp_a, s_b, zp_b, s_y, zp_y,
+                           output.fmt.qmin, output.fmt.qmax).mul_(s_y)
+        yq = exact if not torch.is_grad_enabled() else exact + (yq - yq.detach())
+    setattr(yq, GRID_TAG, (output, yq._version))
+    return yq
 
 
 class QuantResidual(nn.Module):
@@ -355,20 +370,7 @@ class QuantResidual(nn.Module):
         self.output = output
 
     def forward(self, body: Tensor, skip: Tensor) -> Tensor:
-        y = self.output(body + skip)
-        if not self.output.quantizing:
-            return y
-        grid_a, grid_b = tagged(body, GRID_TAG), tagged(skip, GRID_TAG)
-        if grid_a is not None and grid_b is not None and grid_a[0].quantizing and grid_b[0].quantizing:
-            with torch.no_grad(), torch.autocast(body.device.type, enabled=False):
-                (s_a, zp_a), (s_b, zp_b) = grid_a[0].qparams(), grid_b[0].qparams()
-                s_c, zp_c = self.output.qparams()
-                fmt = self.output.fmt
-                exact = qlinear_add_levels(torch.round(body / s_a), torch.round(skip / s_b), s_a, zp_a, s_b, zp_b,
-                                           s_c, zp_c, fmt.qmin, fmt.qmax).mul_(s_c)
-            y = exact if not torch.is_grad_enabled() else exact + (y - y.detach())
-        setattr(y, GRID_TAG, (self.output, y._version))
-        return y
+        return _requantized(self.output, body + skip, body, skip, qlinear_add_levels)
 
 
 def gate_product(x: Tensor) -> tuple[Tensor, FakeQuantizer, Tensor, FakeQuantizer] | None:

@@ -63,7 +63,8 @@ class Observer:
 
 def attach_observers(model: torch.nn.Module, sites: dict, cap: int, seed: int) -> dict[str, Observer]:
     """One ``Observer`` per activation quantizer (the three qkv inputs of a split qkv share one: they see
-    the same tensor; so do the site names of one shared quantizer); quantizers switch to ``"observe"``. Returns ``{site: observer}``."""
+    the same tensor; so do the site names of one shared quantizer); quantizers switch to ``"observe"``.
+    Returns ``{site: observer}``."""
     from srq.calib.layers import QuantQKV
 
     shared: dict[str, Observer] = {}

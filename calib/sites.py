@@ -41,9 +41,10 @@ globs on module paths override the policy (exclude wins). ``layer_bits`` rules `
 matching layers (a SwinIR window attention as a whole, by its ``attn`` path) other weight / input
 bits: mixed precision, e.g. the few layers ``benchmarks/site_sensitivity.py`` finds most sensitive at
 8 bits in a W4A4 model; conv-output requantizations keep ``conv_output_bits`` and the first conv
-``first_conv_bits``. ``shared_inputs``: quantized layers that read the very same tensor (PAN's
-``conv1_a`` / ``conv1_b``, ``PAConv.k2`` / ``k3``) at the same input format share one input quantizer
-(one module, both site names), so the engine quantizes that tensor once. ``integer_residuals``: every
+``first_conv_bits``. ``shared_inputs``: one grid per tensor: quantized layers that read the very same
+tensor (PAN's ``conv1_a`` / ``conv1_b``, ``PAConv.k2`` / ``k3``) at the same input format share one input
+quantizer (one module, both site names), and a layer that reads a requantized output unchanged reads it
+on that output's grid, so the engine quantizes each tensor once. ``integer_residuals``: every
 ``srq.zoo.Residual`` block sum gets an output site ``<residual>.output`` at ``conv_output_bits`` (op ``"add"``,
 ``srq.calib.layers.QuantResidual``: ONNX Runtime's ``QLinearAdd`` where both inputs are on grids), and a
 layer reading that sum at those bits without bias correction reads it on that grid (the same module
@@ -105,7 +106,7 @@ class PlacementConfig:
     sigmoid_tables: bool = True  # nn.Sigmoid on a requantized conv output: a table of its levels (TableSigmoid)
     integer_gates: bool = False  # gate sites <sigmoid>.output on those tables; a Gate product as QLinearMul
     gate_products: bool = True  # with integer gates: a Gate(requantized=True) product gets its own site
-    shared_inputs: bool = False  # layers that read one tensor share one input quantizer (one Q in the engine)
+    shared_inputs: bool = False  # one grid per tensor: its readers share one input quantizer (one Q in the engine)
     integer_residuals: bool = False  # an arch's Residual sum requantized by <residual>.output, as QLinearAdd
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
     layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)

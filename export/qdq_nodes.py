@@ -338,6 +338,11 @@ def sigmoid_as_gate(graph: gs.Graph, sigmoid: gs.Node, out_scale: float, out_zer
     return "gather"
 
 
+def _producer(t: gs.Tensor, op: str) -> gs.Node | None:
+    """The node that makes ``t`` when it is an ``op`` node, else None."""
+    return t.inputs[0] if len(t.inputs) == 1 and t.inputs[0].op == op else None
+
+
 def _sole_reader_grid(graph: gs.Graph, node: gs.Node) -> IntGrid | None:
     """The grid of the one per-tensor QuantizeLinear (constant scale and zero point) that alone reads
     ``node``'s output, which is no graph output; else None."""
@@ -370,7 +375,7 @@ def requantize_concat_inputs(graph: gs.Graph) -> int:
         if grid is None:
             continue
         for i, part in enumerate(concat.inputs):
-            if not (len(part.inputs) == 1 and part.inputs[0].op == "DequantizeLinear"):
+            if _producer(part, "DequantizeLinear") is None:
                 quantize_activation_input(graph, concat, i, grid, f"{concat.name}_in{i}")
         changed += 1
     return changed
@@ -431,9 +436,8 @@ def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
     """
     skipped = 0
     for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
-        x = q.inputs[0]
-        dq = x.inputs[0] if len(x.inputs) == 1 else None
-        if (dq is None or dq.op != "DequantizeLinear" or dq.attrs.get("axis") != q.attrs.get("axis")
+        dq = _producer(q.inputs[0], "DequantizeLinear")
+        if (dq is None or dq.attrs.get("axis") != q.attrs.get("axis")
                 or not _same_constants(dq.inputs[1:3], q.inputs[1:3]) or q.outputs[0] in graph.outputs
                 or any(r.op == "Clip" for r in q.outputs[0].outputs)
                 or np.asarray(q.inputs[1].values).size != 1):
@@ -444,9 +448,10 @@ def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
     return skipped
 
 
-def _fusable_binary(node: gs.Node) -> bool:
-    return node.op in ("Add", "Mul") and all(len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear"
-                                             for t in node.inputs)
+def _fusable_binary(node: gs.Node | None) -> bool:
+    """An Add / Mul of two DQ outputs (ORT fuses it with a Q after it into QLinearAdd / QLinearMul)."""
+    return (node is not None and node.op in ("Add", "Mul")
+            and all(_producer(t, "DequantizeLinear") is not None for t in node.inputs))
 
 
 def quantize_before_nearest_resize(graph: gs.Graph) -> int:
@@ -464,8 +469,9 @@ def quantize_before_nearest_resize(graph: gs.Graph) -> int:
     changed = 0
     for resize in [n for n in graph.nodes if n.op == "Resize" and n.attrs.get("mode") == "nearest"]:
         grid, x = _sole_reader_grid(graph, resize), resize.inputs[0]
-        if (grid is None or any(r.op == "Clip" for r in resize.outputs[0].outputs[0].outputs[0].outputs)
-                or (len(x.inputs) == 1 and (x.inputs[0].op == "DequantizeLinear" or _fusable_binary(x.inputs[0])))):
+        if (grid is None or _producer(x, "DequantizeLinear") is not None
+                or _fusable_binary(x.inputs[0] if x.inputs else None)
+                or any(r.op == "Clip" for r in resize.outputs[0].outputs[0].outputs[0].outputs)):  # a narrower grid
             continue
         quantize_activation_input(graph, resize, 0, grid, f"{resize.name}_in")
         changed += 1

@@ -1,9 +1,9 @@
 """PyTorch SR model zoo: architecture detection from state-dict keys (spandrel registry + srq's own architecture files) and checkpoint loading.
 
 Public API: ``load_model(spec, scale=None) -> SRModel``, ``upscale_image(model, lr) -> sr``,
-``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models) and
-``Gate`` (the module an architecture uses for a gated product that one layer alone reads) and
-``Residual`` (a block's skip connection) and ``NearestUpsample``.
+``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models), and
+the modules an architecture uses so that calibration can see and swap them: ``Gate`` (a gated
+product), ``Residual`` (a block's skip sum) and ``NearestUpsample``.
 """
 
 from srq.zoo.archs.common import Gate, NearestUpsample, Residual, set_exact_statistics

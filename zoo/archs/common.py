@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import re
 
-from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
 import torch.nn.functional as F
+from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
 from torch import Tensor, nn
 
 
