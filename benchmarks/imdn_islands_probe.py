@@ -1,29 +1,38 @@
-"""Probe: how much faster IMDN x2's W8A8 engine would be with integer ops between its integer convs.
+"""Probe: how fast IMDN x2's W8A8 engine could get if the float work left in its blocks were integer.
 
-A speed probe, not a deployable model: it edits srq's exported ORT graph (``srq W8A8 sw`` of
-``benchmarks/speed.py``: phase 1, 8-bit symmetric weights, FP first conv) by inserting
-QuantizeLinear / DequantizeLinear pairs where calibration has no site today, reusing grids that
-are near at hand, so the numbers say what ORT's fusions would gain, while the outputs are *not*
-what any calibration computes (engine parity is meaningless here). Variants, cumulative:
+A speed probe, not a deployable model. It edits srq's most integer exported ORT graph of IMDN (``srq W8A8 int``
+of ``benchmarks/speed.py``: ``--symmetric-weights --first-conv-bits 8 --integer-gates --shared-inputs
+--integer-residuals``, where every conv output and residual sum is already on a grid and only the LeakyReLUs,
+the Split / Concat and the channel attention (CCA) of each block run in float) so that ORT's fusions show what
+each remaining step would gain. Grids are borrowed from neighbouring sites, so the outputs are *not* what any
+calibration computes. Variants, cumulative:
 
-* ``lrelu``: a Q/DQ after each LeakyReLU with the grid of the next conv's input, repeated on the
-  Split output that goes to the Concat (ORT: QLinearLeakyRelu, Split on uint8);
-* ``+concat``: a Q/DQ after each block's Concat with its c5 input grid (ORT: QLinearConcat);
-* ``+add``: a Q/DQ after each residual Add with the next block's c1 input grid (ORT: QLinearAdd, and
-  QLinearConcat for the body's final Concat).
+* ``int8 activations``: each LeakyReLU's output quantized before its Split on the block's c2 input grid
+  (ORT: QLinearLeakyRelu, Split on uint8); c3 / c4 inputs and c4's output moved onto that grid too, so the
+  Concat joins uint8 parts of one grid and one DequantizeLinear feeds the attention;
+* ``+ integer gating``: the attention's sigmoid output on a [0, 1] 8-bit grid, so the gating Mul and c5's
+  input quantization fuse into QLinearMul;
+* ``+ exact statistics``: the attention's per-channel mean and variance summed from the Concat's uint8 levels
+  (float32 partial sums of 256 elements, exact because each stays below 2^24, then float64): what calibration
+  could reproduce bit for bit;
+* ``float32 statistics`` (instead of the line above): mean and variance in float32 on the dequantized Concat,
+  as ONNX Runtime's quantizer leaves them; calibration cannot reproduce that summation order;
+* ``+ exact statistics, last conv``: the exact-statistics graph edited from ``srq W8A8 int`` with the upsampler's
+  conv quantized too (``--include upsampler.0``), so that every conv is integer.
 
-One command (~3 min on 2 idle cores; work files in --work):
+One command (~4 min on 2 idle cores; work files cached in --work):
 
     .venv/bin/python benchmarks/imdn_islands_probe.py
 
-Prints and writes ``docs/imdn-islands-probe.md`` / ``.json``: interleaved thread-CPU medians at a
-128x128 LR tile, 1 thread, and ORT's per-op-type kernel time of each variant.
+Writes ``docs/imdn-islands-probe.md`` / ``.json``: interleaved thread-CPU medians at a 128x128 LR tile, 1
+thread, against FP32 and ``quantize_static`` W8A8, and ORT's per-op-type kernel time of each graph.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import os
 import shlex
 import sys
@@ -31,64 +40,112 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
+import onnx_graphsurgeon as gs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import NETS, fp_onnx, machine, op_profile, save_result, srq_onnx, time_interleaved  # noqa: E402
+from speed import (INTEGER, NETS, fp_onnx, machine, op_profile, ort_quantized, save_result,  # noqa: E402
+                   srq_onnx, time_interleaved)
 
 ROOT = Path(__file__).resolve().parents[1]
+_NAMES = itertools.count()
+VARIANTS = {"int8 activations": ("act",), "+ integer gating": ("act", "gate"),
+            "+ exact statistics": ("act", "gate", "exact"), "float32 statistics": ("act", "gate", "float32"),
+            "+ exact statistics, last conv": ("act", "gate", "exact", "last")}
 
 
-def _consumers(graph: onnx.GraphProto, tensor: str) -> list[onnx.NodeProto]:
-    return [n for n in graph.node if tensor in n.input]
+def _node(graph: gs.Graph, name: str) -> gs.Node:
+    return next(n for n in graph.nodes if n.name == name)
 
 
-def _node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
-    return next(n for n in graph.node if n.name == name)
+def _add(graph: gs.Graph, op: str, inputs: list, dtype, attrs: dict | None = None) -> gs.Variable:
+    name = f"probe{next(_NAMES)}_{op}"
+    out = gs.Variable(name, dtype=dtype)
+    graph.nodes.append(gs.Node(op, name, attrs or {}, inputs, [out]))
+    return out
 
 
-def _insert_qdq(graph: onnx.GraphProto, tensor: str, grid: onnx.NodeProto, readers: list[onnx.NodeProto]) -> None:
-    """Q/DQ on ``tensor`` with the scale / zero point of QuantizeLinear ``grid``; ``readers`` read the DQ."""
-    k = len(graph.node)
-    q = helper.make_node("QuantizeLinear", [tensor, *grid.input[1:3]], [f"probe{k}_q"], name=f"probe{k}_Q")
-    dq = helper.make_node("DequantizeLinear", [f"probe{k}_q", *grid.input[1:3]], [f"probe{k}_dq"], name=f"probe{k}_DQ")
-    for n in readers:
-        n.input[:] = [f"probe{k}_dq" if x == tensor else x for x in n.input]
-    graph.node.extend([q, dq])
+def _reduce(graph: gs.Graph, op: str, x: gs.Variable, axis: int, dtype, keepdims: int = 1) -> gs.Variable:
+    """``op`` over ``axis`` at the graph's opset 13 (ReduceSum: axes as an input; the others: an attribute)."""
+    if op == "ReduceSum":
+        return _add(graph, op, [x, _const(np.int64([axis]))], dtype, {"keepdims": keepdims})
+    return _add(graph, op, [x], dtype, {"axes": [axis], "keepdims": keepdims})
 
 
-def _toposort(graph: onnx.GraphProto) -> None:
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    todo, order = list(graph.node), []
-    while todo:
-        n = next(n for n in todo if all(i in ready for i in n.input))
-        order.append(n)
-        ready.update(n.output)
-        todo.remove(n)
-    del graph.node[:]
-    graph.node.extend(order)
+def _const(values) -> gs.Constant:
+    return gs.Constant(f"probe_c{next(_NAMES)}", np.asarray(values))
 
 
-def probe(src: Path, out: Path, steps: set[str]) -> Path:
-    """``src`` with the Q/DQ pairs of ``steps`` (subset of lrelu, concat, add) inserted."""
-    model = onnx.load(src)
-    g = model.graph
-    for n in list(g.node):
-        readers = _consumers(g, n.output[0])
-        if "lrelu" in steps and n.op_type == "LeakyRelu" and [r.op_type for r in readers] == ["Split"]:
-            split = readers[0]
-            grid = next(c for c in _consumers(g, split.output[1]) if c.op_type == "QuantizeLinear")
-            _insert_qdq(g, n.output[0], grid, readers)
-            _insert_qdq(g, split.output[0], grid, _consumers(g, split.output[0]))
-        block = n.name.split("/")[1] if n.name.startswith("/IMDB") else None
-        if "concat" in steps and block and n.op_type == "Concat":
-            _insert_qdq(g, n.output[0], _node(g, f"{block}.c5.input_q_QuantizeLinear"), readers)
-        if "add" in steps and block and n.name == f"/{block}/Add":
-            quant = [r for r in readers if r.op_type == "QuantizeLinear"]
-            grid = quant[0] if quant else _node(g, "c.0.input_q_QuantizeLinear")
-            _insert_qdq(g, n.output[0], grid, [r for r in readers if r.op_type != "QuantizeLinear"])
-    _toposort(g)
-    onnx.save(model, out)
+def _int8_activations(g: gs.Graph, block: str) -> gs.Variable:
+    """Q after each LeakyReLU (the block's c2 input grid), uint8 Split / Concat; returns the uint8 Concat."""
+    t = g.tensors()
+    scale, zero = t[f"{block}.c2.input_q_scale"], t[f"{block}.c2.input_q_zero_point"]
+    parts = []
+    for k, split in enumerate(_node(g, f"/{block}/Split{s}") for s in ("", "_1", "_2")):
+        conv = f"{block}.c{k + 2}"
+        quant, dequant = _node(g, f"{conv}.input_q_QuantizeLinear"), _node(g, f"{conv}.input_q_DequantizeLinear")
+        split.inputs[0] = _add(g, "QuantizeLinear", [split.inputs[0], scale, zero], np.uint8)
+        for out in split.outputs:
+            out.dtype = np.uint8
+        t[f"{conv}.input_q_scale"].values = scale.values.copy()
+        t[f"{conv}.input_q_zero_point"].values = zero.values.copy()
+        t[f"{conv}.bias_int32_scale"].values = (scale.values * t[f"{conv}.weight_q_scale"].values).astype(np.float32)
+        dequant.inputs[0] = split.outputs[1]
+        quant.inputs.clear()
+        quant.outputs.clear()
+        parts.append(split.outputs[0])
+    t[f"{block}.c4.output_scale"].values = scale.values.copy()
+    t[f"{block}.c4.output_zero_point"].values = zero.values.copy()
+    parts.append(t[f"{block}.c4.output_q"])
+    concat = _node(g, f"/{block}/Concat")
+    floats = concat.outputs[0]
+    levels = gs.Variable(f"{block}_concat_q", dtype=np.uint8)
+    concat.inputs, concat.outputs = parts, [levels]
+    g.nodes.append(gs.Node("DequantizeLinear", f"{block}_concat_DQ", {}, [levels, scale, zero], [floats]))
+    return levels
+
+
+def _integer_gating(g: gs.Graph, block: str) -> None:
+    mul = _node(g, f"/{block}/cca/Mul")
+    scale, zero = _const(np.float32(1 / 255)), _const(np.uint8(0))
+    mul.inputs[1] = _add(g, "DequantizeLinear", [_add(g, "QuantizeLinear", [mul.inputs[1], scale, zero], np.uint8),
+                                                 scale, zero], np.float32)
+
+
+def _statistics(g: gs.Graph, block: str, levels: gs.Variable, exact: bool) -> None:
+    """Replace the attention's (std, mean) inputs of its Add with per-channel sums of ``levels`` (exact) or of
+    the dequantized Concat in float32; the tiny [1, C, 1, 1] arithmetic after the sums is a stand-in."""
+    add = _node(g, f"/{block}/cca/Add")
+    channels = 64
+    if exact:
+        chunks = _add(g, "Cast", [_add(g, "Reshape", [levels, _const(np.int64([1, channels, -1, 256]))], np.uint8)],
+                      np.float32, {"to": onnx.TensorProto.FLOAT})
+        sums = [_reduce(g, op, chunks, 3, np.float32, keepdims=0) for op in ("ReduceSum", "ReduceSumSquare")]
+        s1, s2 = (_reduce(g, "ReduceSum", _add(g, "Cast", [s], np.float64, {"to": onnx.TensorProto.DOUBLE}), 2,
+                          np.float64) for s in sums)
+        var = _add(g, "Sub", [s2, _add(g, "Mul", [s1, s1], np.float64)], np.float64)
+        mean, var = (_add(g, "Cast", [v], np.float32, {"to": onnx.TensorProto.FLOAT}) for v in (s1, var))
+    else:
+        x = _add(g, "Reshape", [_node(g, f"/{block}/cca/Mul").inputs[0], _const(np.int64([1, channels, -1]))],
+                 np.float32)
+        mean = _reduce(g, "ReduceMean", x, 2, np.float32)
+        centred = _add(g, "Sub", [x, mean], np.float32)
+        var = _reduce(g, "ReduceMean", _add(g, "Mul", [centred, centred], np.float32), 2, np.float32)
+    std = _add(g, "Sqrt", [_add(g, "Abs", [var], np.float32)], np.float32)
+    add.inputs = [_add(g, "Unsqueeze", [v, _const(np.int64([3]))], np.float32) for v in (std, mean)]
+
+
+def probe(src: Path, out: Path, steps: tuple[str, ...]) -> Path:
+    """``src`` with the edits of ``steps`` (act, gate, exact | float32) in each of IMDN's blocks."""
+    g = gs.import_onnx(onnx.load(src))
+    blocks = sorted({n.name.split("/")[1] for n in g.nodes if n.name.startswith("/IMDB") and n.op == "Concat"})
+    for block in blocks:
+        levels = _int8_activations(g, block)
+        if "gate" in steps:
+            _integer_gating(g, block)
+        if "exact" in steps or "float32" in steps:
+            _statistics(g, block, levels, "exact" in steps)
+    g.cleanup().toposort()
+    onnx.save(gs.export_onnx(g), out)
     return out
 
 
@@ -104,34 +161,38 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     _, spec, _, _ = NETS["imdn"]
-    base = srq_onnx(spec, "w8a8", args.work, "imdn", "--symmetric-weights")
-    paths = {"fp32": fp_onnx(spec, args.work / "imdn_fp.onnx"), "srq W8A8 sw": base}
-    for name, steps in (("+lrelu", {"lrelu"}), ("+lrelu+concat", {"lrelu", "concat"}),
-                        ("+lrelu+concat+add", {"lrelu", "concat", "add"})):
-        paths[name] = probe(base, args.work / f"imdn_probe{name.replace('+', '_')}.onnx", steps)
+    fp = fp_onnx(spec, args.work / "imdn_fp.onnx")
+    base = srq_onnx(spec, "w8a8", args.work, "imdn", "--symmetric-weights", *INTEGER)
+    paths = {"fp32": fp, "ORT qs W8A8": ort_quantized(fp, args.work / "imdn_ortqs_w8a8.onnx"), "srq W8A8 int": base}
+    every_conv = srq_onnx(spec, "w8a8", args.work, "imdn", "--symmetric-weights", *INTEGER, "--include", "upsampler.0")
+    for name, steps in VARIANTS.items():
+        src = every_conv if "last" in steps else base
+        paths[name] = probe(src, args.work / f"imdn_probe_{'_'.join(steps)}.onnx", steps)
     load_before = [round(v, 2) for v in os.getloadavg()]
-    engines = {n: OrtEngine(p, OrtOptions(threads=1, save_optimized=False)) for n, p in paths.items()}
+    engines = {n: OrtEngine(p, OrtOptions(threads=1, save_optimized=False, exact_integer=n != "ORT qs W8A8"))
+               for n, p in paths.items()}
     x = np.random.default_rng(0).random(engines["fp32"].input_shape, dtype=np.float32)
     raw = time_interleaved(engines, x, args.runs, 3, "IMDN probe")
     profile = op_profile(paths, x, 6)
-    fp = Timing(tuple(raw["fp32"][1])).median
-    rows = [{"engine": n, "cpu_ms": Timing(tuple(raw[n][1])).median,
-             "speedup_cpu": fp / Timing(tuple(raw[n][1])).median, "ops": profile[n]} for n in paths]
+    cpu = {n: Timing(tuple(raw[n][1])).median for n in paths}
+    rows = [{"engine": n, "cpu_ms": cpu[n], "speedup_cpu": cpu["fp32"] / cpu[n], "ops": profile[n]} for n in paths]
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine(), "runs": args.runs, "tile": [128, 128], "note": args.note,
               "load_before": load_before, "load_after": [round(v, 2) for v in os.getloadavg()], "rows": rows,
               "command": "python benchmarks/imdn_islands_probe.py " + shlex.join(argv or sys.argv[1:])}
     m = result["machine"]
-    lines = ["# IMDN x2 W8A8: what integer islands would buy (speed probe)", "",
+    lines = ["# IMDN x2 W8A8: what integer blocks would buy (speed probe)", "",
              f"`{result['command']}`, {result['date']}, {m['cpu']} ({m['logical_cpus']} logical CPUs, "
              f"{', '.join(m['isa'])}), onnxruntime {m['onnxruntime']}; load average before / after {load_before} / "
              f"{result['load_after']} ({args.note}). Thread-CPU medians of {args.runs} interleaved runs, 128x128 LR "
-             "tile, 1 thread; ops: ORT's profiler, kernel ms per run by op type (6 runs). The probe graphs are "
-             "speed stand-ins, not calibrated models (see the script's docstring).", "",
-             "| engine | CPU ms | speed-up vs FP32 | largest op types: ms (nodes) |", "|---|---:|---:|---|"]
+             "tile, 1 thread; ops: ORT's profiler, kernel ms per run by op type (6 runs). The probe rows are "
+             "speed stand-ins edited from `srq W8A8 int`, not calibrated models (see the script's docstring).", "",
+             "| engine | CPU ms | speed-up vs FP32 | kernel ms | largest op types: ms (nodes) |",
+             "|---|---:|---:|---:|---|"]
     for r in rows:
         ops = ", ".join(f"{op} {ms:.1f} ({n})" for op, (ms, n) in list(r["ops"].items())[:8])
-        lines.append(f"| {r['engine']} | {r['cpu_ms']:.0f} | {r['speedup_cpu']:.2f}x | {ops} |")
+        kernel = sum(ms for ms, _ in r["ops"].values())
+        lines.append(f"| {r['engine']} | {r['cpu_ms']:.0f} | {r['speedup_cpu']:.2f}x | {kernel:.0f} | {ops} |")
     save_result(args.out, result, lines)
     return 0
 
