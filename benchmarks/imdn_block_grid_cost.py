@@ -2,7 +2,9 @@
 
 The probe's fastest IMDB block quantizes each LeakyReLU output before its Split and joins the Concat on one
 grid per block, so c2 / c3 / c4 inputs, c4's output and the LeakyReLU outputs share one grid; and it puts the
-channel attention's sigmoid on a [0, 1] 8-bit grid. This script applies both to srq's calibrated IMDN x2
+channel attention's sigmoid on a [0, 1] 8-bit grid. Its per-part variant leaves the grids alone: each
+LeakyReLU output goes onto the grid of the next conv's input (which its Split's second part is read on
+anyway), so the Concat joins parts of four grids and statistics / gating run per part. This script applies both to srq's calibrated IMDN x2
 ``+ integer residuals`` recipe of ``benchmarks/integer_graph.py`` (phase 1 sorted, ``--first-conv-bits 8
 --symmetric-8bit-weights --integer-gates --shared-inputs --integer-residuals``) as fake quantization, without
 searching again: the block grid spans the union of the four tied sites' calibrated bounds, and a forward hook
@@ -32,16 +34,32 @@ from integer_graph import NETS, recipe_and_onnx, variant_flags  # noqa: E402
 from speed import save_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"as calibrated": (False, False), "+ one grid per block": (True, False),
-            "+ gate on a [0, 1] grid": (False, True), "both": (True, True)}
+VARIANTS = {"as calibrated": ("", False), "+ LeakyReLU outputs on the next conv's grid": ("next", False),
+            "+ one grid per block": ("block", False), "+ gate on a [0, 1] grid": ("", True),
+            "next conv's grid + gate": ("next", True), "one grid per block + gate": ("block", True)}
 
 
 def _sigmoid_on_grid(module: torch.nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.round(out * 255), 0, 255) / 255
 
 
-def score(model_path: Path, recipe: Path, data: str, tie: bool, gate: bool) -> float:
-    """Mean Y-PSNR (dB) on ``data`` of ``recipe`` fake-quantized, with the block grid and / or the gate grid."""
+class _NextConvGrid:
+    """Forward hook for a block's LeakyReLU module (called three times per block): its k-th output goes onto
+    the grid of c(k+2)'s input, the grid its Split's second part is read on anyway."""
+
+    def __init__(self, grids: list) -> None:
+        self.grids, self.calls = grids, 0
+
+    def __call__(self, _module, _inputs, out: torch.Tensor) -> torch.Tensor:
+        grid = self.grids[self.calls % len(self.grids)]
+        self.calls += 1
+        return grid(out)
+
+
+def score(model_path: Path, recipe: Path, data: str, act: str, gate: bool) -> float:
+    """Mean Y-PSNR (dB) on ``data`` of ``recipe`` fake-quantized; ``act``: "" (LeakyReLU outputs float, as
+    calibrated), "next" (each on the next conv's input grid) or "block" (one grid per block, tied to c2 / c3 /
+    c4 inputs and c4's output); ``gate``: the attention's sigmoid on a [0, 1] 8-bit grid."""
     from srq.calib.recipe import Recipe, apply_recipe
     from srq.imaging.datasets import open_dataset
     from srq.pipeline.evaluation import score_images
@@ -51,7 +69,9 @@ def score(model_path: Path, recipe: Path, data: str, tie: bool, gate: bool) -> f
     sites = apply_recipe(model.module, Recipe.load(recipe))
     blocks = [(name, m) for name, m in model.module.named_children() if name.startswith("IMDB")]
     for name, block in blocks:
-        if tie:
+        if act == "next":
+            block.act.register_forward_hook(_NextConvGrid([sites[f"{name}.c{k}.input_q"] for k in (2, 3, 4)]))
+        if act == "block":
             tied = [sites[f"{name}.{site}"] for site in ("c2.input_q", "c3.input_q", "c4.input_q", "c4.output")]
             low, high = min(float(q.lb) for q in tied), max(float(q.ub) for q in tied)
             with torch.no_grad():
@@ -79,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for bits in ("w8a8", "w4a4"):
         variant = "+ integer residuals"
         recipe, _ = recipe_and_onnx(model, bits, net_flags + variant_flags(variant, last), f"{bits}-3", work)
-        for name, (tie, gate) in VARIANTS.items():
-            rows.append({"bits": bits, "variant": name, "psnr_y": score(model, recipe, args.data, tie, gate)})
+        for name, (act, gate) in VARIANTS.items():
+            rows.append({"bits": bits, "variant": name, "psnr_y": score(model, recipe, args.data, act, gate)})
             print(rows[-1], flush=True)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "data": args.data, "rows": rows,

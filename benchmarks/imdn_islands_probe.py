@@ -18,7 +18,10 @@ calibration computes. Variants, cumulative:
 * ``float32 statistics`` (instead of the line above): mean and variance in float32 on the dequantized Concat,
   as ONNX Runtime's quantizer leaves them; calibration cannot reproduce that summation order;
 * ``+ exact statistics, last conv``: the exact-statistics graph edited from ``srq W8A8 int`` with the upsampler's
-  conv quantized too (``--include upsampler.0``), so that every conv is integer.
+  conv quantized too (``--include upsampler.0``), so that every conv is integer;
+* ``per part: ...``: the same without tying grids: each LeakyReLU output on its next conv's input grid (which
+  its Split's second part is read on anyway), so the Concat joins parts of four grids, and the gating runs as
+  one QLinearMul per part into c5's input grid, then a uint8 Concat; exact statistics per part.
 
 One command (~4 min on 2 idle cores; work files cached in --work):
 
@@ -50,7 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 _NAMES = itertools.count()
 VARIANTS = {"int8 activations": ("act",), "+ integer gating": ("act", "gate"),
             "+ exact statistics": ("act", "gate", "exact"), "float32 statistics": ("act", "gate", "float32"),
-            "+ exact statistics, last conv": ("act", "gate", "exact", "last")}
+            "+ exact statistics, last conv": ("act", "gate", "exact", "last"),
+            "per part: gating": ("part",), "per part: + exact statistics": ("part", "exact"),
+            "per part: + exact statistics, last conv": ("part", "exact", "last")}
 
 
 def _node(graph: gs.Graph, name: str) -> gs.Node:
@@ -111,39 +116,93 @@ def _integer_gating(g: gs.Graph, block: str) -> None:
                                                  scale, zero], np.float32)
 
 
-def _statistics(g: gs.Graph, block: str, levels: gs.Variable, exact: bool) -> None:
-    """Replace the attention's (std, mean) inputs of its Add with per-channel sums of ``levels`` (exact) or of
-    the dequantized Concat in float32; the tiny [1, C, 1, 1] arithmetic after the sums is a stand-in."""
+def _exact_sums(g: gs.Graph, levels: gs.Variable, channels: int) -> tuple[gs.Variable, gs.Variable]:
+    """Per-channel sums of ``levels`` (uint8 ``[1, channels, H, W]``) and of their squares, ``[1, channels]``
+    float64: float32 partial sums of 256 levels (exact: each stays below 2^24), then float64 (exact)."""
+    chunks = _add(g, "Cast", [_add(g, "Reshape", [levels, _const(np.int64([1, channels, -1, 256]))], np.uint8)],
+                  np.float32, {"to": onnx.TensorProto.FLOAT})
+    sums = [_reduce(g, op, chunks, 3, np.float32, keepdims=0) for op in ("ReduceSum", "ReduceSumSquare")]
+    s1, s2 = (_reduce(g, "ReduceSum", _add(g, "Cast", [s], np.float64, {"to": onnx.TensorProto.DOUBLE}), 2,
+                      np.float64, keepdims=0) for s in sums)
+    return s1, s2
+
+
+def _statistics(g: gs.Graph, block: str, parts: list[tuple[gs.Variable, int]] | None) -> None:
+    """Replace the attention's (std, mean) inputs of its Add with per-channel sums of the uint8 ``parts``
+    (``(levels, channels)``; exact) or, for ``None``, of the dequantized Concat in float32; the tiny
+    ``[1, C, 1, 1]`` arithmetic after the sums is a stand-in."""
     add = _node(g, f"/{block}/cca/Add")
-    channels = 64
-    if exact:
-        chunks = _add(g, "Cast", [_add(g, "Reshape", [levels, _const(np.int64([1, channels, -1, 256]))], np.uint8)],
-                      np.float32, {"to": onnx.TensorProto.FLOAT})
-        sums = [_reduce(g, op, chunks, 3, np.float32, keepdims=0) for op in ("ReduceSum", "ReduceSumSquare")]
-        s1, s2 = (_reduce(g, "ReduceSum", _add(g, "Cast", [s], np.float64, {"to": onnx.TensorProto.DOUBLE}), 2,
-                          np.float64) for s in sums)
+    if parts is not None:
+        sums = [_exact_sums(g, levels, channels) for levels, channels in parts]
+        s1, s2 = ((_add(g, "Concat", [s[i] for s in sums], np.float64, {"axis": 1}) if len(sums) > 1 else sums[0][i])
+                  for i in (0, 1))
         var = _add(g, "Sub", [s2, _add(g, "Mul", [s1, s1], np.float64)], np.float64)
         mean, var = (_add(g, "Cast", [v], np.float32, {"to": onnx.TensorProto.FLOAT}) for v in (s1, var))
+        axes = [2, 3]
     else:
-        x = _add(g, "Reshape", [_node(g, f"/{block}/cca/Mul").inputs[0], _const(np.int64([1, channels, -1]))],
+        x = _add(g, "Reshape", [_node(g, f"/{block}/cca/Mul").inputs[0], _const(np.int64([1, 64, -1]))],
                  np.float32)
         mean = _reduce(g, "ReduceMean", x, 2, np.float32)
         centred = _add(g, "Sub", [x, mean], np.float32)
         var = _reduce(g, "ReduceMean", _add(g, "Mul", [centred, centred], np.float32), 2, np.float32)
+        axes = [3]
     std = _add(g, "Sqrt", [_add(g, "Abs", [var], np.float32)], np.float32)
-    add.inputs = [_add(g, "Unsqueeze", [v, _const(np.int64([3]))], np.float32) for v in (std, mean)]
+    add.inputs = [_add(g, "Unsqueeze", [v, _const(np.int64(axes))], np.float32) for v in (std, mean)]
+
+
+def _per_part_block(g: gs.Graph, block: str) -> list[tuple[gs.Variable, int]]:
+    """Each LeakyReLU output on its next conv's input grid before its Split (QLinearLeakyRelu, uint8 Split;
+    no grid changes), the gate on a [0, 1] grid, and the gating as one QLinearMul per Concat part into c5's
+    input grid followed by a uint8 Concat; returns the four uint8 parts (levels, channels)."""
+    t = g.tensors()
+    parts = []
+    for k, split in enumerate(_node(g, f"/{block}/Split{s}") for s in ("", "_1", "_2")):
+        conv = f"{block}.c{k + 2}"
+        quant, dequant = _node(g, f"{conv}.input_q_QuantizeLinear"), _node(g, f"{conv}.input_q_DequantizeLinear")
+        scale, zero = quant.inputs[1], quant.inputs[2]
+        split.inputs[0] = _add(g, "QuantizeLinear", [split.inputs[0], scale, zero], np.uint8)
+        for out in split.outputs:
+            out.dtype = np.uint8
+        dequant.inputs[0] = split.outputs[1]
+        quant.inputs.clear()
+        quant.outputs.clear()
+        parts.append((split.outputs[0], scale, zero))
+    parts.append((t[f"{block}.c4.output_q"], t[f"{block}.c4.output_scale"], t[f"{block}.c4.output_zero_point"]))
+    mul = _node(g, f"/{block}/cca/Mul")
+    c5_quant = _node(g, f"{block}.c5.input_q_QuantizeLinear")
+    c5_dequant = _node(g, f"{block}.c5.input_q_DequantizeLinear")
+    gate_scale, gate_zero = _const(np.float32(1 / 255)), _const(np.uint8(0))
+    gate = _add(g, "QuantizeLinear", [mul.inputs[1], gate_scale, gate_zero], np.uint8)
+    sizes = [16, 16, 16, 16]
+    gates = [gs.Variable(f"probe{next(_NAMES)}_gate", dtype=np.uint8) for _ in sizes]
+    g.nodes.append(gs.Node("Split", f"probe{next(_NAMES)}_Split", {"axis": 1}, [gate, _const(np.int64(sizes))], gates))
+    products, floats = [], []
+    for (levels, scale, zero), part_gate in zip(parts, gates):
+        x = _add(g, "DequantizeLinear", [levels, scale, zero], np.float32)
+        floats.append(x)
+        y = _add(g, "DequantizeLinear", [part_gate, gate_scale, gate_zero], np.float32)
+        products.append(_add(g, "QuantizeLinear", [_add(g, "Mul", [x, y], np.float32), *c5_quant.inputs[1:3]],
+                             np.uint8))
+    c5_dequant.inputs[0] = _add(g, "Concat", products, np.uint8, {"axis": 1})
+    _node(g, f"/{block}/Concat").inputs = floats  # float Concat, still read by the float statistics
+    c5_quant.inputs.clear()
+    c5_quant.outputs.clear()
+    return [(levels, 16) for levels, _, _ in parts]
 
 
 def probe(src: Path, out: Path, steps: tuple[str, ...]) -> Path:
-    """``src`` with the edits of ``steps`` (act, gate, exact | float32) in each of IMDN's blocks."""
+    """``src`` with the edits of ``steps`` (act [, gate] | part; exact | float32; last) in each IMDN block."""
     g = gs.import_onnx(onnx.load(src))
     blocks = sorted({n.name.split("/")[1] for n in g.nodes if n.name.startswith("/IMDB") and n.op == "Concat"})
     for block in blocks:
-        levels = _int8_activations(g, block)
-        if "gate" in steps:
-            _integer_gating(g, block)
+        if "part" in steps:
+            parts = _per_part_block(g, block)
+        else:
+            parts = [(_int8_activations(g, block), 64)]
+            if "gate" in steps:
+                _integer_gating(g, block)
         if "exact" in steps or "float32" in steps:
-            _statistics(g, block, levels, "exact" in steps)
+            _statistics(g, block, parts if "exact" in steps else None)
     g.cleanup().toposort()
     onnx.save(gs.export_onnx(g), out)
     return out
