@@ -184,7 +184,7 @@ def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
 
 def _policy_layers(model: nn.Module, cfg: PlacementConfig, calls: list[_Call]) -> tuple[list[str], list[str], str | None]:
     """(attention module paths, Conv2d/Linear module paths the policy quantizes, the first layer's
-    path when it is among them at ``first_conv_bits``); ``calls``: ``_trace_calls`` (unused by 2dquant)."""
+    path when it is among them at ``first_conv_bits``); ``calls``: ``_trace_calls``."""
     attn = [p for p, m in model.named_modules() if _is_window_attention(m)]
     if cfg.policy == "2dquant":
         if not attn:
@@ -276,7 +276,7 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     Quantizers start in ``"fp"`` mode with placeholder bounds; set them with a search or a recipe.
     """
     _refuse_quantized(model)
-    calls = [] if cfg.policy == "2dquant" and not cfg.integer_gates else _trace_calls(model, example)
+    calls = _trace_calls(model, example)
     attn, layers, first = _policy_layers(model, cfg, calls)
     layers += [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                and _glob(p, cfg.include) and p not in layers and not any(p.startswith(a + ".") for a in attn)]
