@@ -420,6 +420,11 @@ def merge_twin_quantizers(graph: gs.Graph) -> int:
     return merged
 
 
+def _narrowed(q: gs.Node) -> bool:
+    """Is ``QuantizeLinear`` ``q`` followed by an integer ``Clip`` (a grid narrower than its container)?"""
+    return any(r.op == "Clip" for r in q.outputs[0].outputs)
+
+
 def _same_constants(a: list[gs.Tensor], b: list[gs.Tensor]) -> bool:
     return len(a) == len(b) and all(isinstance(x, gs.Constant) and isinstance(y, gs.Constant)
                                     and _input_key(x) == _input_key(y) for x, y in zip(a, b))
@@ -439,7 +444,7 @@ def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
         dq = _producer(q.inputs[0], "DequantizeLinear")
         if (dq is None or dq.attrs.get("axis") != q.attrs.get("axis")
                 or not _same_constants(dq.inputs[1:3], q.inputs[1:3]) or q.outputs[0] in graph.outputs
-                or any(r.op == "Clip" for r in q.outputs[0].outputs)
+                or _narrowed(q)
                 or np.asarray(q.inputs[1].values).size != 1):
             continue
         _rewire(list(q.outputs[0].outputs), q.outputs[0], dq.inputs[0])
@@ -471,7 +476,7 @@ def quantize_before_nearest_resize(graph: gs.Graph) -> int:
         grid, x = _sole_reader_grid(graph, resize), resize.inputs[0]
         if (grid is None or _producer(x, "DequantizeLinear") is not None
                 or _fusable_binary(x.inputs[0] if x.inputs else None)
-                or any(r.op == "Clip" for r in resize.outputs[0].outputs[0].outputs[0].outputs)):  # a narrower grid
+                or _narrowed(resize.outputs[0].outputs[0])):
             continue
         quantize_activation_input(graph, resize, 0, grid, f"{resize.name}_in")
         changed += 1
