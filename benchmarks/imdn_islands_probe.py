@@ -80,24 +80,37 @@ def _const(values) -> gs.Constant:
     return gs.Constant(f"probe_c{next(_NAMES)}", np.asarray(values))
 
 
-def _int8_activations(g: gs.Graph, block: str) -> gs.Variable:
-    """Q after each LeakyReLU (the block's c2 input grid), uint8 Split / Concat; returns the uint8 Concat."""
+def _int8_splits(g: gs.Graph, block: str, tie: bool) -> list[tuple[gs.Variable, gs.Tensor, gs.Tensor]]:
+    """Q after each of the block's three LeakyReLUs, before its Split (ORT: QLinearLeakyRelu, uint8 Split), on
+    the grid of the conv that reads the Split's second part; with ``tie`` that conv's input grid (and int32 bias
+    scale) is first set to the block's c2 input grid. Returns the first parts: (uint8 levels, scale, zero point)."""
     t = g.tensors()
-    scale, zero = t[f"{block}.c2.input_q_scale"], t[f"{block}.c2.input_q_zero_point"]
     parts = []
     for k, split in enumerate(_node(g, f"/{block}/Split{s}") for s in ("", "_1", "_2")):
         conv = f"{block}.c{k + 2}"
         quant, dequant = _node(g, f"{conv}.input_q_QuantizeLinear"), _node(g, f"{conv}.input_q_DequantizeLinear")
+        scale, zero = quant.inputs[1], quant.inputs[2]
+        if tie:
+            scale.values = t[f"{block}.c2.input_q_scale"].values.copy()
+            zero.values = t[f"{block}.c2.input_q_zero_point"].values.copy()
+            bias_scale = scale.values * t[f"{conv}.weight_q_scale"].values
+            t[f"{conv}.bias_int32_scale"].values = bias_scale.astype(np.float32)
         split.inputs[0] = _add(g, "QuantizeLinear", [split.inputs[0], scale, zero], np.uint8)
         for out in split.outputs:
             out.dtype = np.uint8
-        t[f"{conv}.input_q_scale"].values = scale.values.copy()
-        t[f"{conv}.input_q_zero_point"].values = zero.values.copy()
-        t[f"{conv}.bias_int32_scale"].values = (scale.values * t[f"{conv}.weight_q_scale"].values).astype(np.float32)
         dequant.inputs[0] = split.outputs[1]
         quant.inputs.clear()
         quant.outputs.clear()
-        parts.append(split.outputs[0])
+        parts.append((split.outputs[0], scale, zero))
+    return parts
+
+
+def _int8_activations(g: gs.Graph, block: str) -> gs.Variable:
+    """``_int8_splits`` on one grid per block (the c2 input grid), c4's output moved onto it too, uint8 Concat and
+    one DQ for the attention; returns the uint8 Concat."""
+    t = g.tensors()
+    parts = [levels for levels, _, _ in _int8_splits(g, block, tie=True)]
+    scale, zero = t[f"{block}.c2.input_q_scale"], t[f"{block}.c2.input_q_zero_point"]
     t[f"{block}.c4.output_scale"].values = scale.values.copy()
     t[f"{block}.c4.output_zero_point"].values = zero.values.copy()
     parts.append(t[f"{block}.c4.output_q"])
@@ -155,18 +168,7 @@ def _per_part_block(g: gs.Graph, block: str) -> list[tuple[gs.Variable, int]]:
     no grid changes), the gate on a [0, 1] grid, and the gating as one QLinearMul per Concat part into c5's
     input grid followed by a uint8 Concat; returns the four uint8 parts (levels, channels)."""
     t = g.tensors()
-    parts = []
-    for k, split in enumerate(_node(g, f"/{block}/Split{s}") for s in ("", "_1", "_2")):
-        conv = f"{block}.c{k + 2}"
-        quant, dequant = _node(g, f"{conv}.input_q_QuantizeLinear"), _node(g, f"{conv}.input_q_DequantizeLinear")
-        scale, zero = quant.inputs[1], quant.inputs[2]
-        split.inputs[0] = _add(g, "QuantizeLinear", [split.inputs[0], scale, zero], np.uint8)
-        for out in split.outputs:
-            out.dtype = np.uint8
-        dequant.inputs[0] = split.outputs[1]
-        quant.inputs.clear()
-        quant.outputs.clear()
-        parts.append((split.outputs[0], scale, zero))
+    parts = _int8_splits(g, block, tie=False)
     parts.append((t[f"{block}.c4.output_q"], t[f"{block}.c4.output_scale"], t[f"{block}.c4.output_zero_point"]))
     mul = _node(g, f"/{block}/cca/Mul")
     c5_quant = _node(g, f"{block}.c5.input_q_QuantizeLinear")
