@@ -114,7 +114,7 @@ def _int8_activations(g: gs.Graph, block: str) -> gs.Variable:
     t[f"{block}.c4.output_scale"].values = scale.values.copy()
     t[f"{block}.c4.output_zero_point"].values = zero.values.copy()
     parts.append(t[f"{block}.c4.output_q"])
-    concat = _node(g, f"/{block}/Concat")
+    concat = _node(g, f"/{block}/concat/Concat")
     floats = concat.outputs[0]
     levels = gs.Variable(f"{block}_concat_q", dtype=np.uint8)
     concat.inputs, concat.outputs = parts, [levels]
@@ -123,7 +123,7 @@ def _int8_activations(g: gs.Graph, block: str) -> gs.Variable:
 
 
 def _integer_gating(g: gs.Graph, block: str) -> None:
-    mul = _node(g, f"/{block}/cca/Mul")
+    mul = _node(g, f"/{block}/cca/gate/Mul")
     scale, zero = _const(np.float32(1 / 255)), _const(np.uint8(0))
     mul.inputs[1] = _add(g, "DequantizeLinear", [_add(g, "QuantizeLinear", [mul.inputs[1], scale, zero], np.uint8),
                                                  scale, zero], np.float32)
@@ -144,7 +144,7 @@ def _statistics(g: gs.Graph, block: str, parts: list[tuple[gs.Variable, int]] | 
     """Replace the attention's (std, mean) inputs of its Add with per-channel sums of the uint8 ``parts``
     (``(levels, channels)``; exact) or, for ``None``, of the dequantized Concat in float32; the tiny
     ``[1, C, 1, 1]`` arithmetic after the sums is a stand-in."""
-    add = _node(g, f"/{block}/cca/Add")
+    add = _node(g, f"/{block}/cca/contrast/Add")
     if parts is not None:
         sums = [_exact_sums(g, levels, channels) for levels, channels in parts]
         s1, s2 = ((_add(g, "Concat", [s[i] for s in sums], np.float64, {"axis": 1}) if len(sums) > 1 else sums[0][i])
@@ -153,7 +153,7 @@ def _statistics(g: gs.Graph, block: str, parts: list[tuple[gs.Variable, int]] | 
         mean, var = (_add(g, "Cast", [v], np.float32, {"to": onnx.TensorProto.FLOAT}) for v in (s1, var))
         axes = [2, 3]
     else:
-        x = _add(g, "Reshape", [_node(g, f"/{block}/cca/Mul").inputs[0], _const(np.int64([1, 64, -1]))],
+        x = _add(g, "Reshape", [_node(g, f"/{block}/cca/gate/Mul").inputs[0], _const(np.int64([1, 64, -1]))],
                  np.float32)
         mean = _reduce(g, "ReduceMean", x, 2, np.float32)
         centred = _add(g, "Sub", [x, mean], np.float32)
@@ -170,7 +170,7 @@ def _per_part_block(g: gs.Graph, block: str) -> list[tuple[gs.Variable, int]]:
     t = g.tensors()
     parts = _int8_splits(g, block, tie=False)
     parts.append((t[f"{block}.c4.output_q"], t[f"{block}.c4.output_scale"], t[f"{block}.c4.output_zero_point"]))
-    mul = _node(g, f"/{block}/cca/Mul")
+    mul = _node(g, f"/{block}/cca/gate/Mul")
     c5_quant = _node(g, f"{block}.c5.input_q_QuantizeLinear")
     c5_dequant = _node(g, f"{block}.c5.input_q_DequantizeLinear")
     gate_scale, gate_zero = _const(np.float32(1 / 255)), _const(np.uint8(0))
@@ -186,7 +186,7 @@ def _per_part_block(g: gs.Graph, block: str) -> list[tuple[gs.Variable, int]]:
         products.append(_add(g, "QuantizeLinear", [_add(g, "Mul", [x, y], np.float32), *c5_quant.inputs[1:3]],
                              np.uint8))
     c5_dequant.inputs[0] = _add(g, "Concat", products, np.uint8, {"axis": 1})
-    _node(g, f"/{block}/Concat").inputs = floats  # float Concat, still read by the float statistics
+    _node(g, f"/{block}/concat/Concat").inputs = floats  # float Concat, still read by the float statistics
     c5_quant.inputs.clear()
     c5_quant.outputs.clear()
     return [(levels, 16) for levels, _, _ in parts]

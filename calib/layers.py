@@ -373,6 +373,72 @@ class QuantResidual(nn.Module):
         return _requantized(self.output, body + skip, body, skip, qlinear_add_levels)
 
 
+class QuantConcat(nn.Module):
+    """``torch.cat(parts, dim=1)`` (``srq.zoo.archs.common.Concat``) requantized by its own site ``output``
+    (``<concat path>.output``, op ``"concat"``) and tagged with it (``GRID_TAG``).
+
+    No emulation is needed: ONNX Runtime's ``QLinearConcat`` maps a part on another grid through the table
+    ``Q(DQ(q))`` (the same float32 arithmetic as this fake quantizer on the dequantized part), and the export
+    quantizes a float part on the output grid before the Concat (``srq.export.qdq_nodes.requantize_concat_inputs``),
+    which gives the levels of quantizing the concatenation once."""
+
+    def __init__(self, output: FakeQuantizer) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, *parts: Tensor) -> Tensor:
+        y = self.output(torch.cat(parts, dim=1))
+        if self.output.quantizing:
+            setattr(y, GRID_TAG, (self.output, y._version))
+        return y
+
+
+def level_contrast(levels: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
+    """Per-channel ``std + mean`` of a tensor on a per-tensor grid, from its stored levels, as the engine computes
+    it (``srq.export.channel_statistics``): ``(N, C, H, W)`` integer-valued levels ``q`` (zero point included)
+    -> ``(N, C, 1, 1)`` float32.
+
+    Sums ``S1 = sum q``, ``S2 = sum q^2`` over ``n = H W`` are exact in float64 (in any order); then, in float64,
+    ``m = S1 / n``, ``v = S2 / n - m m``, ``mean = float32((m - zp) s)``, ``var = float32(v (s s))``; then
+    ``std = float32(sqrt(float64(max(var, 0))))``, the correctly rounded float32 root (PyTorch's and ORT's
+    float32 ``sqrt`` kernels are approximations that differ from it, and from each other, in the last bit), and
+    ``std + mean`` in float32. The float path (``srq.zoo.archs.common.contrast``) sums the dequantized values
+    instead, which float32 has rounded, so the two differ in the last bit now and then."""
+    q = levels.double().flatten(2)
+    n = q.shape[2]
+    m = q.sum(2) / n
+    v = (q * q).sum(2) / n - m * m
+    s, zp = scale.double(), zero_point.double()
+    mean, var = ((m - zp) * s).float(), (v * (s * s)).float()
+    std = var.clamp_min(0).double().sqrt().float()
+    return (std + mean)[..., None, None]
+
+
+class GridContrast(nn.Module):
+    """``srq.zoo.archs.common.ChannelContrast`` that sums integer levels when its input is on a grid.
+
+    On a tensor tagged ``GRID_TAG`` (its quantizer quantizing; e.g. a ``QuantConcat`` output) the forward is
+    ``srq.calib.quantizer.level_contrast`` of its levels, which is what the exported engine computes from the
+    uint8 tensor (``srq.export.channel_statistics``), with the float statistics' gradient; any other input:
+    the wrapped module (float64 statistics in a quantized model)."""
+
+    def __init__(self, contrast: nn.Module) -> None:
+        super().__init__()
+        self.contrast = contrast
+
+    def forward(self, x: Tensor) -> Tensor:
+        grid = tagged(x, GRID_TAG)
+        if grid is None or not grid[0].quantizing:
+            return self.contrast(x)
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            s, zp = grid[0].qparams()
+            exact = level_contrast(torch.round(x / s) + zp, s, zp)
+        if not torch.is_grad_enabled():
+            return exact
+        y = self.contrast(x)
+        return exact + (y - y.detach())
+
+
 def gate_product(x: Tensor) -> tuple[Tensor, FakeQuantizer, Tensor, FakeQuantizer] | None:
     """``(a, grid_a, b, grid_b)`` when ``x`` is an unchanged ``QuantGate`` product of unchanged operands, else None."""
     product = tagged(x, PRODUCT_TAG)

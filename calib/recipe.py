@@ -17,7 +17,7 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
                     "conv_output_bits": 8,
                     "first_conv_bits": null, "float_output": [], "sigmoid_tables": true,
                     "integer_gates": false, "gate_products": true, "shared_inputs": false, "integer_residuals": false,
-                    "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
+                    "integer_concats": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -28,8 +28,9 @@ One site::
     {"name": "layers.0.residual_group.blocks.0.attn.qkv.q.weight_q",   # module path of the quantizer
                                                   # (<conv>.output: the conv's requantized output)
      "kind": "weight" | "activation",
-     "op": "linear" | "conv2d" | "matmul" | "sigmoid",  # the consuming op (input a/b by role for matmul;
-                                                  # sigmoid: <sigmoid>.output, an integer gate)
+     "op": "linear" | "conv2d" | "matmul" | "sigmoid" | "add" | "mul" | "concat",  # the consuming op (input
+                                                  # a/b by role for matmul); sigmoid / add / mul / concat:
+                                                  # <path>.output of an integer gate / residual / product / concat
      "bits": 4, "symmetric": false, "narrow": false, "qmin": 0, "qmax": 15,
      "granularity": "tensor" | "channel", "axis": null | 0,   # axis of the quantized tensor
      "one_direction": false,
@@ -42,16 +43,15 @@ Per-tensor values are JSON numbers (float32 values written exactly); per-channel
 ``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
 range widened to include 0); the export uses them as they are. The placement's
 ``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
-``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates``, ``shared_inputs`` and ``integer_residuals`` (added in
-0.1.0 without a schema change) default to false / false / null / [] / false / "split" / [] / "all" / false / false /
-false when absent (``gate_products``, true when absent, only steers placement: the site list says which
-products have sites),
-which is how older recipes were made; each
+``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates``, ``shared_inputs``, ``integer_residuals`` and
+``integer_concats`` (added in 0.1.0 without a schema change) default to false / false / null / [] / false / "split" /
+[] / "all" / false / false / false / false when absent (``gate_products``, true when absent, only steers
+placement: the site list says which products have sites), which is how older recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in
 calibration (``srq.calib.layers.TableSigmoid``) and in the ORT export (``Gather``).
-``integer_gates``: a sigmoid that follows a requantized conv on a spatial map (not IMDN's
-per-channel attention) also gets an output site ``<sigmoid path>.output`` (op ``"sigmoid"``, at
+``integer_gates``: a sigmoid that follows a requantized conv on a spatial map, or gates a tensor on a grid
+(IMDN's per-channel attention under ``integer_concats``), also gets an output site ``<sigmoid path>.output`` (op ``"sigmoid"``, at
 ``conv_output_bits``, searched and trained like any activation site); its table is
 ``srq.calib.quantizer.table_levels`` of that grid, and the product of an arch's ``Gate`` is read by
 its one consuming layer as ONNX Runtime's ``QLinearMul`` computes it
@@ -64,7 +64,10 @@ lists it under each layer's site name with equal values, and loading it back nee
 ``integer_residuals``: an arch's ``Residual`` sum (``srq.zoo.Residual``) has an output site
 ``<residual path>.output`` (op ``"add"``, at ``conv_output_bits``); when both of its inputs are on
 grids the sum is ONNX Runtime's ``QLinearAdd`` (``srq.calib.quantizer.qlinear_add_levels``), and a
-layer reading it at that many bits lists an input site with the residual's values. ONNX
+layer reading it at that many bits lists an input site with the residual's values. ``integer_concats``: an
+arch's ``Concat`` (``srq.zoo.Concat``) has an output site ``<concat path>.output`` (op ``"concat"``, at
+``conv_output_bits``), ONNX Runtime's ``QLinearConcat``; a ``ChannelContrast`` reading it sums its levels exactly
+(``srq.calib.layers.level_contrast``), in calibration and in the engine. ONNX
 Runtime's int32 bias of a quantized Conv/Linear is ``round_half_even(bias / float32(s_x * s_w))``
 (see ``srq.calib.layers``).
 """
@@ -299,17 +302,19 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     Placement follows the recipe's site list (no policy re-run); the model must be the FP model
     the recipe was made for (call ``recipe.check_matches`` with its ``SRModel`` first).
     """
-    # gates and residuals: by placement
-    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op not in ("sigmoid", "add", "mul")})
+    # gates, residuals, products and concats: by placement
+    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites
+                          if s.op not in ("sigmoid", "add", "mul", "concat")})
     wanted = {s.name for s in recipe.sites}
     # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
     no_output = replace(recipe.placement, conv_output_bits=None)
     gates = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "sigmoid")
     residuals = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "add")
     products = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "mul")
+    concats = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "concat")
     sites = place_at(model, recipe.placement, layer_paths,
                      {p: no_output for p in layer_paths if f"{p}.output" not in wanted}, gates,
-                     residuals=residuals, products=products)
+                     residuals=residuals, products=products, concats=concats)
     if set(sites) != wanted:
         missing, extra = sorted(wanted - set(sites)), sorted(set(sites) - wanted)
         raise SrqError(f"recipe does not fit this model: sites missing in the model {missing[:3]}, "

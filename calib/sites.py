@@ -48,7 +48,11 @@ on that output's grid, so the engine quantizes each tensor once. ``integer_resid
 ``srq.zoo.Residual`` block sum gets an output site ``<residual>.output`` at ``conv_output_bits`` (op ``"add"``,
 ``srq.calib.layers.QuantResidual``: ONNX Runtime's ``QLinearAdd`` where both inputs are on grids), and a
 layer reading that sum at those bits without bias correction reads it on that grid (the same module
-under the layer's ``input_q`` name). Sites whose name matches
+under the layer's ``input_q`` name). ``integer_concats``: every ``srq.zoo.Concat`` gets an output site
+``<concat>.output`` at ``conv_output_bits`` (op ``"concat"``, ``srq.calib.layers.QuantConcat``: ONNX Runtime's
+``QLinearConcat``); what reads it then runs on integers where it can: IMDN's ``ChannelContrast`` sums the
+levels (``srq.calib.layers.GridContrast``) and, with ``integer_gates``, its attention sigmoid gets a gate site,
+so that the gated product is a ``QLinearMul`` into c5's input grid. Sites whose name matches
 ``one_direction_sites`` get 2DQuant's one-direction bound search (post-softmax A and the
 post-GELU fc2 input by default).
 
@@ -69,11 +73,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srq.calib.layers import (QuantConv2d, QuantGate, QuantLinear, QuantMatMul, QuantQKV, QuantResidual,
-                              QuantWindowAttention, TableSigmoid)
+from srq.calib.layers import (GridContrast, QuantConcat, QuantConv2d, QuantGate, QuantLinear, QuantMatMul, QuantQKV,
+                              QuantResidual, QuantWindowAttention, TableSigmoid)
 from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
-from srq.zoo import Gate, NearestUpsample, Residual, set_exact_statistics
+from srq.zoo import ChannelContrast, Concat, Gate, NearestUpsample, Residual, set_exact_statistics
 
 Policy = Literal["2dquant", "body", "all"]
 POLICIES: tuple[str, ...] = ("2dquant", "body", "all")
@@ -108,6 +112,7 @@ class PlacementConfig:
     gate_products: bool = True  # with integer gates: a Gate(requantized=True) product gets its own site
     shared_inputs: bool = False  # one grid per tensor: its readers share one input quantizer (one Q in the engine)
     integer_residuals: bool = False  # an arch's Residual sum requantized by <residual>.output, as QLinearAdd
+    integer_concats: bool = False  # an arch's Concat requantized by <concat>.output, as QLinearConcat
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
     layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)
 
@@ -128,6 +133,8 @@ class PlacementConfig:
             raise SrqError("integer gates need sigmoid tables and an asymmetric (ONNX Runtime) placement")
         if self.integer_residuals and self.symmetric:
             raise SrqError("integer residuals need an asymmetric (ONNX Runtime) placement")
+        if self.integer_concats and self.symmetric:
+            raise SrqError("integer concats need an asymmetric (ONNX Runtime) placement")
 
     def for_layer(self, path: str) -> PlacementConfig:
         """This config with the weight / input bits of the last ``layer_bits`` rule matching ``path``."""
@@ -163,12 +170,12 @@ class _Call:
 
 
 def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
-    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual / NearestUpsample / Gate calls of one no-grad
-    forward, in call order."""
+    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual / NearestUpsample / Gate / Concat calls of one
+    no-grad forward, in call order."""
     calls: list[_Call] = []
     handles = []
     for path, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual, NearestUpsample, Gate)):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual, NearestUpsample, Gate, Concat)):
             def hook(mod, args, out, path=path):
                 calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0], out,
                                    (args[0]._version, out._version), args[1] if len(args) > 1 else None))
@@ -191,7 +198,7 @@ def _policy_layers(model: nn.Module, cfg: PlacementConfig, calls: list[_Call]) -
             raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
         mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
         return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)], None
-    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual, NearestUpsample, Gate))]
+    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual, NearestUpsample, Gate, Concat))]
     layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
     inside_attn = tuple(p + "." for p in attn)
     if not layers:
@@ -298,14 +305,16 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
         first_cfg = replace(cfg, w_bits=b, a_bits=b, weight_symmetric=True)
         overrides[first] = first_cfg if integer_skips else _float_output(first_cfg)
     requantized = {p for p in paths if p not in floats and p != first and isinstance(model.get_submodule(p), nn.Conv2d)}
-    gates = _gate_paths(calls, requantized) if cfg.integer_gates and cfg.conv_output_bits else ()
+    concats = (tuple(c.path for c in calls if isinstance(c.module, Concat))
+               if cfg.integer_concats and cfg.conv_output_bits else ())
+    gates = _gate_paths(calls, requantized, concats) if cfg.integer_gates and cfg.conv_output_bits else ()
     residuals = tuple(c.path for c in calls if isinstance(c.module, Residual)) if integer_skips else ()
     if integer_skips and first in paths:
         requantized.add(first)
     shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg, residuals,
                             requantized if cfg.shared_inputs else set())
     products = _gate_products(calls, gates, requantized) if cfg.gate_products else ()
-    return place_at(model, cfg, paths, overrides, gates, shared, residuals, products)
+    return place_at(model, cfg, paths, overrides, gates, shared, residuals, products, concats)
 
 
 def _gate_products(calls: list[_Call], gates: tuple[str, ...], requantized: set[str]) -> tuple[str, ...]:
@@ -353,13 +362,16 @@ def _shared_inputs(calls: list[_Call], paths: list[str], overrides: dict[str, Pl
     return shared
 
 
-def _gate_paths(calls: list[_Call], requantized: set[str]) -> tuple[str, ...]:
+def _gate_paths(calls: list[_Call], requantized: set[str], concats: tuple[str, ...]) -> tuple[str, ...]:
     """The ``nn.Sigmoid`` paths worth an integer gate: called right after a conv whose output is
-    requantized (its likely input) on a spatial map (not a per-channel attention vector such as
-    IMDN's, where a gate would save nothing). A site on a sigmoid that turns out to read something
-    else stays inert (``TableSigmoid``)."""
+    requantized (its likely input), on a spatial map, or as the gate of a ``Gate`` whose other operand is
+    on a grid (a requantized ``Concat`` at ``concats``: IMDN's per-channel attention, which otherwise
+    gates float features, where an integer gate would save nothing). A site on a sigmoid that turns out
+    to read something else stays inert (``TableSigmoid``)."""
+    grids = {id(c.output) for c in calls if c.path in concats}
+    gated = {id(c.second) for c in calls if isinstance(c.module, Gate) and id(c.input) in grids}
     return tuple(c.path for prev, c in zip(calls, calls[1:]) if isinstance(c.module, nn.Sigmoid)
-                 and prev.path in requantized and c.in_hw and c.in_hw[0] * c.in_hw[1] > 1)
+                 and prev.path in requantized and ((c.in_hw and c.in_hw[0] * c.in_hw[1] > 1) or id(c.output) in gated))
 
 
 def _float_output(cfg: PlacementConfig) -> PlacementConfig:
@@ -392,7 +404,8 @@ def _attention_prefix(model: nn.Module, path: str) -> str | None:
 def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
              overrides: dict[str, PlacementConfig] | None = None,
              gates: tuple[str, ...] = (), shared: dict[str, str] | None = None,
-             residuals: tuple[str, ...] = (), products: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
+             residuals: tuple[str, ...] = (), products: tuple[str, ...] = (),
+             concats: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
@@ -400,7 +413,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     with ``cfg.integer_gates`` those at ``gates`` (paths) get an output quantizer at ``conv_output_bits``
     (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``, those at ``products`` with an output site at
     ``conv_output_bits`` (op ``"mul"``). The ``Residual`` modules at ``residuals``
-    become ``QuantResidual`` with an output site at ``conv_output_bits`` (op ``"add"``). ``shared``
+    become ``QuantResidual`` with an output site at ``conv_output_bits`` (op ``"add"``), the ``Concat`` modules at
+    ``concats`` ``QuantConcat`` (op ``"concat"``), and every ``ChannelContrast`` a ``GridContrast``. ``shared``
     (``{layer path: site path}``): those layers' ``input_q`` is that site's quantizer, one module under
     two site names (the recipe lists both, with equal values; beta follows the first name).
     Statistics that a model can sum exactly (``srq.zoo.set_exact_statistics``) are switched on."""
@@ -431,6 +445,10 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
             _set(model, name, QuantGate(_act_q(cfg, "mul", cfg.conv_output_bits) if name in products else None))
     for name in residuals:
         _set(model, name, QuantResidual(_act_q(cfg, "add", cfg.conv_output_bits)))
+    for name in concats:
+        _set(model, name, QuantConcat(_act_q(cfg, "concat", cfg.conv_output_bits)))
+    for name in [n for n, m in model.named_modules() if type(m) is ChannelContrast]:
+        _set(model, name, GridContrast(model.get_submodule(name)))
     for path, site in (shared or {}).items():
         model.get_submodule(path).input_q = model.get_submodule(site)
     set_exact_statistics(model)

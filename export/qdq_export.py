@@ -38,7 +38,10 @@
 8. Integer residuals (``placement.integer_residuals``) and requantized gate products: ``Q -> DQ`` on each
    residual ``Add`` / gate ``Mul`` with a site ``<path>.output``, in front of all its readers
    (``_put_sum_and_product_sites``); ORT fuses ``QLinearAdd`` / ``QLinearMul``.
-9. A ``Q`` that re-quantizes a ``DQ`` output on the same grid is the identity on those levels and is
+9. Integer concats (``placement.integer_concats``): ``Q -> DQ`` on each ``Concat`` with a site ``<path>.output``
+   (step 8's pass; ORT fuses ``QLinearConcat``), and a ``ChannelContrast`` reading such a grid (IMDN's attention
+   input) sums its uint8 levels exactly instead of its float64 statistics (``srq.export.channel_statistics``).
+10. A ``Q`` that re-quantizes a ``DQ`` output on the same grid is the identity on those levels and is
    skipped (``skip_requantization_on_same_grid``: a layer reading a residual on its grid), then equal
    quantization chains on one tensor become one (``merge_twin_quantizers``: layers that share an input
    quantizer, ``placement.shared_inputs``): the engine quantizes each such tensor once.
@@ -86,6 +89,7 @@ import srq
 from srq.calib.quantizer import QuantFormat, integer_conv_with_float_output, level_table, table_levels
 from srq.calib.recipe import Recipe, SiteParams
 from srq.errors import SrqError
+from srq.export.channel_statistics import contrast_from_levels
 from srq.export.fp_onnx import export_fp_onnx
 from srq.export.float64 import float64_to_float32
 from srq.export.ort_fusion import qlinear_sigmoid_levels
@@ -95,7 +99,7 @@ from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_co
                                   quantize_before_nearest_resize, requantize_concat_inputs, set_metadata,
                                   sigmoid_as_gate, sigmoid_as_table, skip_requantization_on_same_grid)
 from srq.export.symmetric import requantize_weight, to_symmetric
-from srq.zoo import set_exact_statistics
+from srq.zoo import ChannelContrast, set_exact_statistics
 from srq.zoo.loader import SRModel
 
 Target = Literal["ort", "trt"]
@@ -423,7 +427,7 @@ def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
     layers: dict[str, dict[str, SiteParams]] = {}
     known = set(INPUT_ROLES) | set(OUTPUT_ROLES) | {"weight_q"}
     for s in recipe.sites:
-        if s.op in ("sigmoid", "add", "mul"):
+        if s.op in ("sigmoid", "add", "mul", "concat"):
             continue
         path, _, role = s.name.rpartition(".")
         if role not in known:
@@ -465,10 +469,11 @@ def _put_gates(graph: gs.Graph, recipe: Recipe, target: Target) -> None:
 
 
 def _put_sum_and_product_sites(graph: gs.Graph, recipe: Recipe) -> None:
-    """``Q -> DQ`` on the output of each residual ``Add`` (site ``<residual path>.output``, op ``"add"``) and
-    requantized gate ``Mul`` (``<gate path>.output``, op ``"mul"``), in front of all its readers: where both
-    inputs are DQs too, ONNX Runtime runs ``QLinearAdd`` / ``QLinearMul``."""
-    for op, node_op in (("add", "Add"), ("mul", "Mul")):
+    """``Q -> DQ`` on the output of each residual ``Add`` (site ``<residual path>.output``, op ``"add"``),
+    requantized gate ``Mul`` (``<gate path>.output``, op ``"mul"``) and requantized ``Concat`` (``<concat
+    path>.output``, op ``"concat"``), in front of all its readers: where the inputs are DQs too, ONNX Runtime
+    runs ``QLinearAdd`` / ``QLinearMul`` / ``QLinearConcat`` (float parts of a Concat: ``requantize_concat_inputs``)."""
+    for op, node_op in (("add", "Add"), ("mul", "Mul"), ("concat", "Concat")):
         nodes = {_scope(n.name): n for n in graph.nodes if n.op == node_op}
         sites = [s for s in recipe.sites if s.op == op]
         missing = sorted(s.name for s in sites if s.name.rpartition(".")[0] not in nodes)
@@ -512,11 +517,12 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         raise SrqError(f"{model.source}: tile {tile_hw[0]}x{tile_hw[1]} is not a multiple of {m} "
                        f"(the {model.arch} size multiple)")
     recipe.check_matches(model)
-    ort_only = sorted(s.name for s in recipe.sites if s.op in ("add", "mul"))
+    ort_only = sorted(s.name for s in recipe.sites if s.op in ("add", "mul", "concat"))
     if target == "trt" and ort_only:
         raise SrqError(f"recipe sites {', '.join(ort_only[:3])}{' ...' if len(ort_only) > 3 else ''} requantize "
-                       f"residual sums / gate products on asymmetric grids for ONNX Runtime (--integer-residuals, "
-                       f"integer gates); for TensorRT calibrate with --symmetric")
+                       f"residual sums / gate products / concats on asymmetric grids for ONNX Runtime "
+                       f"(--integer-residuals, integer gates, --integer-concats); for TensorRT calibrate with "
+                       f"--symmetric")
     layers = _group_sites(recipe)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -543,6 +549,8 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         _put_gates(graph, recipe, target)
         _put_sum_and_product_sites(graph, recipe)
         if target == "ort":
+            contrast_from_levels(graph, found.scopes, [p for p, m in model.module.named_modules()
+                                                       if isinstance(m, ChannelContrast)])
             requantize_concat_inputs(graph)
             quantize_before_nearest_resize(graph)
         skip_requantization_on_same_grid(graph)

@@ -3,11 +3,14 @@
 Public API: ``load_model(spec, scale=None) -> SRModel``, ``upscale_image(model, lr) -> sr``,
 ``set_exact_statistics(module, on)`` (order-independent float64 statistics for quantized models), and
 the modules an architecture uses so that calibration can see and swap them: ``Gate`` (a gated
-product), ``Residual`` (a block's skip sum) and ``NearestUpsample``.
+product), ``Residual`` (a block's skip sum), ``Concat`` (a channel concatenation), ``ChannelContrast``
+(per-channel std + mean) and ``NearestUpsample``.
 """
 
-from srq.zoo.archs.common import Gate, NearestUpsample, Residual, set_exact_statistics
+from srq.zoo.archs.common import (ChannelContrast, Concat, Gate, NearestUpsample, Residual,
+                                  set_exact_statistics)
 from srq.zoo.infer import upscale_image
 from srq.zoo.loader import SRModel, load_model
 
-__all__ = ["Gate", "NearestUpsample", "Residual", "SRModel", "load_model", "set_exact_statistics", "upscale_image"]
+__all__ = ["ChannelContrast", "Concat", "Gate", "NearestUpsample", "Residual", "SRModel", "load_model",
+           "set_exact_statistics", "upscale_image"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import re
 
+import torch
 import torch.nn.functional as F
 from spandrel import Architecture, ImageModelDescriptor, SizeRequirements, StateDict
 from torch import Tensor, nn
@@ -48,6 +49,50 @@ class Residual(nn.Module):
 
     def forward(self, body: Tensor, skip: Tensor) -> Tensor:
         return body + skip
+
+
+class Concat(nn.Module):
+    """``torch.cat(parts, dim=1)`` as a module, so that calibration can put the result on one grid
+    (``srq.calib.layers.QuantConcat``: ONNX Runtime's ``QLinearConcat``) for whatever reads it, e.g. IMDN's
+    channel attention, which can then sum its statistics and gate its input in integers."""
+
+    def forward(self, *parts: Tensor) -> Tensor:
+        return torch.cat(parts, dim=1)
+
+
+class ChannelContrast(nn.Module):
+    """Per-channel contrast ``std + mean`` over the spatial axes: ``(N, C, H, W) -> (N, C, 1, 1)`` (IMDN's CCA).
+
+    ``exact_statistics`` (set by ``set_exact_statistics`` when a model is quantized): mean and variance
+    are summed in float64 and rounded to float32 once, so any summation order (PyTorch's, an engine's
+    ReduceMean) gives the same float32. In float32 they differ by a few ulp between PyTorch and ONNX
+    Runtime, and a statistic near a quantization tie then takes another level in the engine than in
+    calibration (one 64x64 tile of Set5 baby at W8A8, docs/export-parity.md). Off, the FP model (and its
+    ONNX, the speed baseline) sums in float32. On a tensor that is on a grid, calibration swaps in
+    ``srq.calib.layers.GridContrast``, which sums its integer levels instead, as the engine does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exact_statistics = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        # over one flattened axis: ONNX Runtime reduces the last axis fast, while a (2, 3) mean of
+        # data its layout pass has moved to NHWC runs strided and slow (docs/speed.md)
+        flat = x.flatten(2).double() if self.exact_statistics else x.flatten(2)
+        mean = flat.mean(dim=2, keepdim=True)
+        var = (flat - mean).pow(2).mean(dim=2, keepdim=True)
+        mean, var = mean.to(x.dtype)[..., None], var.to(x.dtype)[..., None]
+        return contrast(mean, var)
+
+
+def contrast(mean: Tensor, var: Tensor) -> Tensor:
+    """``sqrt(var) + mean`` (float32, bit-identical to the reference's ``var ** 0.5``) with a finite
+    gradient at ``var == 0``: a channel that quantization makes constant would otherwise send
+    ``inf * 0 = NaN`` upstream (DQC)."""
+    positive = var > 0
+    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
+    return std + mean
 
 
 class NearestUpsample(nn.Module):

@@ -12,40 +12,23 @@ from spandrel import Architecture, ImageModelDescriptor, StateDict
 from spandrel.util import KeyCondition
 from torch import nn
 
-from srq.zoo.archs.common import Residual, count_numbered, sr_descriptor
+from srq.zoo.archs.common import ChannelContrast, Concat, Gate, Residual, count_numbered, sr_descriptor
 
 
 class ContrastChannelAttention(nn.Module):
-    """CCA: channel gate from (per-channel std + per-channel mean) -> 1x1 squeeze -> 1x1 excite.
-
-    ``exact_statistics`` (set by ``srq.zoo.set_exact_statistics`` when a model is
-    quantized): mean and variance are summed in float64 and rounded to float32 once, so any
-    summation order (PyTorch's, an engine's ReduceMean) gives the same float32. In float32 they
-    differ by a few ulp between PyTorch and ONNX Runtime, and a statistic near a quantization tie
-    then takes another level in the engine than in calibration (one 64x64 tile of Set5 baby at
-    W8A8, docs/export-parity.md). Off, the FP model (and its ONNX, the speed baseline) sums in float32.
-    """
+    """CCA: channel gate from the per-channel contrast (std + mean) -> 1x1 squeeze -> 1x1 excite -> sigmoid."""
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
+        self.contrast = ChannelContrast()
         self.conv_du = nn.Sequential(
             nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(inplace=True),
             nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid(),
         )
-        self.exact_statistics = False
+        self.gate = Gate()  # read by the block's c5 alone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # over one flattened axis: ONNX Runtime reduces the last axis fast, while a (2, 3) mean of
-        # data its layout pass has moved to NHWC runs strided and slow (docs/speed.md)
-        flat = x.flatten(2).double() if self.exact_statistics else x.flatten(2)
-        mean = flat.mean(dim=2, keepdim=True)
-        var = (flat - mean).pow(2).mean(dim=2, keepdim=True)
-        mean, var = mean.to(x.dtype)[..., None], var.to(x.dtype)[..., None]
-        # sqrt(var) (bit-identical to the reference's var ** 0.5) with a finite gradient at var == 0:
-        # a channel that quantization makes constant would otherwise send inf * 0 = NaN upstream (DQC)
-        positive = var > 0
-        std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
-        return x * self.conv_du(std + mean)
+        return self.gate(x, self.conv_du(self.contrast(x)))
 
 
 class IMDModule(nn.Module):
@@ -60,6 +43,7 @@ class IMDModule(nn.Module):
         self.c3 = nn.Conv2d(self.remaining, channels, 3, padding=1)
         self.c4 = nn.Conv2d(self.remaining, self.distilled, 3, padding=1)
         self.act = nn.LeakyReLU(0.05, inplace=True)
+        self.concat = Concat()
         self.c5 = nn.Conv2d(self.distilled * 4, channels, 1)
         self.cca = ContrastChannelAttention(self.distilled * 4)
         self.residual = Residual()
@@ -69,7 +53,7 @@ class IMDModule(nn.Module):
         d1, r1 = torch.split(self.act(self.c1(x)), split, dim=1)
         d2, r2 = torch.split(self.act(self.c2(r1)), split, dim=1)
         d3, r3 = torch.split(self.act(self.c3(r2)), split, dim=1)
-        out = torch.cat([d1, d2, d3, self.c4(r3)], dim=1)
+        out = self.concat(d1, d2, d3, self.c4(r3))
         return self.residual(self.c5(self.cca(out)), x)
 
 
