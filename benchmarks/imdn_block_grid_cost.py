@@ -43,19 +43,6 @@ def _sigmoid_on_grid(module: torch.nn.Module, inputs: tuple, out: torch.Tensor) 
     return torch.clamp(torch.round(out * 255), 0, 255) / 255
 
 
-class _NextConvGrid:
-    """Forward hook for a block's LeakyReLU module (called three times per block): its k-th output goes onto
-    the grid of c(k+2)'s input, the grid its Split's second part is read on anyway."""
-
-    def __init__(self, grids: list) -> None:
-        self.grids, self.calls = grids, 0
-
-    def __call__(self, _module, _inputs, out: torch.Tensor) -> torch.Tensor:
-        grid = self.grids[self.calls % len(self.grids)]
-        self.calls += 1
-        return grid(out)
-
-
 def score(model_path: Path, recipe: Path, data: str, act: str, gate: bool) -> float:
     """Mean Y-PSNR (dB) on ``data`` of ``recipe`` fake-quantized; ``act``: "" (LeakyReLU outputs float, as
     calibrated), "next" (each on the next conv's input grid) or "block" (one grid per block, tied to c2 / c3 /
@@ -69,8 +56,10 @@ def score(model_path: Path, recipe: Path, data: str, act: str, gate: bool) -> fl
     sites = apply_recipe(model.module, Recipe.load(recipe))
     blocks = [(name, m) for name, m in model.module.named_children() if name.startswith("IMDB")]
     for name, block in blocks:
-        if act == "next":
-            block.act.register_forward_hook(_NextConvGrid([sites[f"{name}.c{k}.input_q"] for k in (2, 3, 4)]))
+        if act == "next":  # the k-th LeakyReLU's output onto c(k+1)'s input grid, which its Split's second part
+            for k in (1, 2, 3):  # is read on anyway
+                grid = sites[f"{name}.c{k + 1}.input_q"]
+                getattr(block, f"act{k}").register_forward_hook(lambda _m, _i, out, grid=grid: grid(out))
         if act == "block":
             tied = [sites[f"{name}.{site}"] for site in ("c2.input_q", "c3.input_q", "c4.input_q", "c4.output")]
             low, high = min(float(q.lb) for q in tied), max(float(q.ub) for q in tied)
@@ -78,7 +67,8 @@ def score(model_path: Path, recipe: Path, data: str, act: str, gate: bool) -> fl
                 for q in tied:
                     q.lb.fill_(low)
                     q.ub.fill_(high)
-            block.act.register_forward_hook(lambda _m, _i, out, grid=tied[0]: grid(out))
+            for k in (1, 2, 3):
+                getattr(block, f"act{k}").register_forward_hook(lambda _m, _i, out, grid=tied[0]: grid(out))
         if gate:
             block.cca.conv_du[-1].register_forward_hook(_sigmoid_on_grid)
     with torch.no_grad():

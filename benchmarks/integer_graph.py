@@ -14,6 +14,10 @@ Each net is calibrated (phase 1, sorted, the default 32 crops of ``builtin:calib
   output, read it on one grid);
 * ``+ integer residuals``: ``--integer-residuals`` (QLinearAdd on the residual sums; the first conv
   requantized, so the skip path is integer);
+* ``+ integer concats``: ``--integer-concats`` (QLinearConcat on IMDN's distilled features, whose channel
+  attention then sums 8-bit levels and gates by QLinearMul; inert on PAN, which has no ``srq.zoo.Concat``);
+* ``+ integer activations``: ``--integer-activations`` (IMDN's block LeakyReLUs on their readers' grids:
+  QLinearLeakyRelu, uint8 Split; inert on PAN, whose LeakyReLU module runs more than once per forward);
 * ``+ last conv``: the last conv quantized too, with a requantized output (``--include`` it).
 
 Each recipe is exported for ONNX Runtime at a 128x128 LR tile and scored fake-quantized on ``--data``
@@ -44,10 +48,11 @@ NETS = {  # label: (weights, flags of every variant, the last conv's path)
 }
 FLAGS = ["--first-conv-bits", "8", "--symmetric-8bit-weights"]
 VARIANTS = {"tables": [], "+ integer gates": ["--integer-gates"], "+ shared inputs": ["--shared-inputs"],
-            "+ integer residuals": ["--integer-residuals"], "+ last conv": []}
+            "+ integer residuals": ["--integer-residuals"], "+ integer concats": ["--integer-concats"],
+            "+ integer activations": ["--integer-activations"], "+ last conv": []}
 TILE = "128x128"
-OPS = ("QLinearConv", "QLinearAdd", "QLinearMul", "QLinearLeakyRelu", "Conv", "Transpose", "QuantizeLinear",
-       "DequantizeLinear")
+OPS = ("QLinearConv", "QLinearAdd", "QLinearMul", "QLinearLeakyRelu", "QLinearConcat", "Conv", "Transpose",
+       "QuantizeLinear", "DequantizeLinear")
 
 
 def variant_flags(variant: str, last: str) -> list[str]:
@@ -128,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
              "variants cumulative (each adds its flags to the ones above it; see the script). Y-PSNR of the "
              f"fake-quantized model on `{args.data}` (the engine computes the same levels); speed-up = FP32 ONNX / "
              f"engine thread-CPU median, {TILE} LR tile, 1 thread, {args.runs} interleaved runs per net. Ops: "
-             "counts in ORT's optimized graph (QLinearConv, QLinearAdd, QLinearMul, QLinearLeakyRelu, float "
-             "Conv, Transpose, QuantizeLinear, DequantizeLinear)."]
+             f"counts in ORT's optimized graph ({', '.join(('float ' if op == 'Conv' else '') + op for op in OPS)})."]
     for net in nets:
         fp_ms, qs_ms = net["fp_cpu_ms"], net["ort_qs_cpu_ms"]
         lines += ["", f"## {net['net']} (`{' '.join(net['flags'])}`)", "",

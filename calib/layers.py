@@ -414,6 +414,27 @@ def level_contrast(levels: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
     return (std + mean)[..., None, None]
 
 
+class QuantActivation(nn.Module):
+    """An activation module (``nn.LeakyReLU``) whose output is requantized by its own site ``output``
+    (``<activation path>.output``, op ``"leaky_relu"``) and tagged with it (``GRID_TAG``); the layers that read
+    that output (or a channel slice of it, e.g. after IMDN's Split) share the quantizer as their input site.
+
+    No emulation is needed: ONNX Runtime fuses ``DQ -> LeakyRelu -> Q`` into ``QLinearLeakyRelu``, whose
+    256-entry table is ``Q(leaky(DQ(q)))`` in the float32 arithmetic of this fake quantizer, and on a float input
+    the engine quantizes the float activation, as here."""
+
+    def __init__(self, act: nn.Module, output: FakeQuantizer) -> None:
+        super().__init__()
+        self.act = act
+        self.output = output
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.output(self.act(x))
+        if self.output.quantizing:
+            setattr(y, GRID_TAG, (self.output, y._version))
+        return y
+
+
 class GridContrast(nn.Module):
     """``srq.zoo.archs.common.ChannelContrast`` that sums integer levels when its input is on a grid.
 

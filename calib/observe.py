@@ -30,8 +30,9 @@ class Observer:
 
     def update(self, x: Tensor) -> None:
         """Add ``x`` (any shape, float); ``SrqError`` naming ``site`` if it holds NaN or inf."""
-        if self._last is not None and self._last() is x:  # same tensor, quantizers sharing this observer
-            return
+        last = None if self._last is None else self._last()
+        if last is not None and (x is last or x._base is last):  # the same tensor or a slice of it (quantizers
+            return  # sharing this observer: an activation's output and the layer reading part of it)
         self._last = weakref.ref(x)
         x = x.detach()
         lo, hi = torch.aminmax(x)  # NaN propagates into min/max, inf shows in them: one pass checks both

@@ -17,7 +17,8 @@ JSON (schema ``srq.recipe``, version 2: version 1 had no conv output sites)::
                     "conv_output_bits": 8,
                     "first_conv_bits": null, "float_output": [], "sigmoid_tables": true,
                     "integer_gates": false, "gate_products": true, "shared_inputs": false, "integer_residuals": false,
-                    "integer_concats": false, "qkv": "split", "layer_bits": ["LR_conv=w8a8"]},
+                    "integer_concats": false, "integer_activations": false, "qkv": "split",
+                    "layer_bits": ["LR_conv=w8a8"]},
       "sites": [ {site}, ... ],
       "calibration": {"method": "sorted", "data": "builtin:calib", "seed": 0, "iterations": 0,
                       "wall_time_s": 12.3, "loss_curve": [], "settings": {...}}
@@ -28,9 +29,10 @@ One site::
     {"name": "layers.0.residual_group.blocks.0.attn.qkv.q.weight_q",   # module path of the quantizer
                                                   # (<conv>.output: the conv's requantized output)
      "kind": "weight" | "activation",
-     "op": "linear" | "conv2d" | "matmul" | "sigmoid" | "add" | "mul" | "concat",  # the consuming op (input
-                                                  # a/b by role for matmul); sigmoid / add / mul / concat:
-                                                  # <path>.output of an integer gate / residual / product / concat
+     "op": "linear" | "conv2d" | "matmul" | "sigmoid" | "add" | "mul" | "concat" | "leaky_relu",
+                                                  # the consuming op (input a/b by role for matmul); sigmoid /
+                                                  # add / mul / concat / leaky_relu: <path>.output of an integer
+                                                  # gate / residual / product / concat / activation
      "bits": 4, "symmetric": false, "narrow": false, "qmin": 0, "qmax": 15,
      "granularity": "tensor" | "channel", "axis": null | 0,   # axis of the quantized tensor
      "one_direction": false,
@@ -43,10 +45,11 @@ Per-tensor values are JSON numbers (float32 values written exactly); per-channel
 ``scale``/``zero_point`` are derived from ``lb``/``ub`` by ``srq.calib.quantizer.qparams`` (the
 range widened to include 0); the export uses them as they are. The placement's
 ``weight_symmetric``, ``weight_symmetric_8bit``, ``first_conv_bits``, ``float_output``, ``sigmoid_tables``,
-``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates``, ``shared_inputs``, ``integer_residuals`` and
-``integer_concats`` (added in 0.1.0 without a schema change) default to false / false / null / [] / false / "split" /
-[] / "all" / false / false / false / false when absent (``gate_products``, true when absent, only steers
-placement: the site list says which products have sites), which is how older recipes were made; each
+``qkv``, ``layer_bits``, ``beta_sites``, ``integer_gates``, ``shared_inputs``, ``integer_residuals``,
+``integer_concats`` and ``integer_activations`` (added in 0.1.0 without a schema change) default to false / false /
+null / [] / false / "split" / [] / "all" / false / false / false / false / false when absent (``gate_products``,
+true when absent, only steers placement: the site list says which products have sites), which is how older
+recipes were made; each
 site carries its own format either way. ``sigmoid_tables``: a sigmoid reading a requantized conv
 output is the table ``srq.calib.quantizer.level_table(sigmoid, ...)`` of that output's levels, in
 calibration (``srq.calib.layers.TableSigmoid``) and in the ORT export (``Gather``).
@@ -67,7 +70,9 @@ grids the sum is ONNX Runtime's ``QLinearAdd`` (``srq.calib.quantizer.qlinear_ad
 layer reading it at that many bits lists an input site with the residual's values. ``integer_concats``: an
 arch's ``Concat`` (``srq.zoo.Concat``) has an output site ``<concat path>.output`` (op ``"concat"``, at
 ``conv_output_bits``), ONNX Runtime's ``QLinearConcat``; a ``ChannelContrast`` reading it sums its levels exactly
-(``srq.calib.layers.level_contrast``), in calibration and in the engine. ONNX
+(``srq.calib.layers.level_contrast``), in calibration and in the engine. ``integer_activations``: an
+activation module's output site ``<act path>.output`` (op ``"leaky_relu"``, ONNX Runtime's ``QLinearLeakyRelu``);
+the layers that read it list input sites with its values. ONNX
 Runtime's int32 bias of a quantized Conv/Linear is ``round_half_even(bias / float32(s_x * s_w))``
 (see ``srq.calib.layers``).
 """
@@ -302,9 +307,9 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     Placement follows the recipe's site list (no policy re-run); the model must be the FP model
     the recipe was made for (call ``recipe.check_matches`` with its ``SRModel`` first).
     """
-    # gates, residuals, products and concats: by placement
+    # gates, residuals, products, concats and activations: by placement
     layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites
-                          if s.op not in ("sigmoid", "add", "mul", "concat")})
+                          if s.op not in ("sigmoid", "add", "mul", "concat", "leaky_relu")})
     wanted = {s.name for s in recipe.sites}
     # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
     no_output = replace(recipe.placement, conv_output_bits=None)
@@ -312,9 +317,10 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     residuals = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "add")
     products = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "mul")
     concats = tuple(s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op == "concat")
+    activations = {s.name.rsplit(".", 1)[0]: s.bits for s in recipe.sites if s.op == "leaky_relu"}
     sites = place_at(model, recipe.placement, layer_paths,
                      {p: no_output for p in layer_paths if f"{p}.output" not in wanted}, gates,
-                     residuals=residuals, products=products, concats=concats)
+                     residuals=residuals, products=products, concats=concats, activations=activations)
     if set(sites) != wanted:
         missing, extra = sorted(wanted - set(sites)), sorted(set(sites) - wanted)
         raise SrqError(f"recipe does not fit this model: sites missing in the model {missing[:3]}, "

@@ -52,7 +52,12 @@ under the layer's ``input_q`` name). ``integer_concats``: every ``srq.zoo.Concat
 ``<concat>.output`` at ``conv_output_bits`` (op ``"concat"``, ``srq.calib.layers.QuantConcat``: ONNX Runtime's
 ``QLinearConcat``); what reads it then runs on integers where it can: IMDN's ``ChannelContrast`` sums the
 levels (``srq.calib.layers.GridContrast``) and, with ``integer_gates``, its attention sigmoid gets a gate site,
-so that the gated product is a ``QLinearMul`` into c5's input grid. Sites whose name matches
+so that the gated product is a ``QLinearMul`` into c5's input grid. ``integer_activations`` (not with bias
+correction): an ``nn.LeakyReLU`` module called once, whose output quantized layers read (unchanged, or a channel
+slice of it: IMDN's Split) at one asymmetric input format, gets an output site ``<act>.output`` at that format
+(op ``"leaky_relu"``, ``srq.calib.layers.QuantActivation``: ONNX Runtime's ``QLinearLeakyRelu``), and those
+layers read it on that grid (one module under both names), so that the engine splits uint8 tensors and IMDN's
+distilled parts reach the Concat on grids. Sites whose name matches
 ``one_direction_sites`` get 2DQuant's one-direction bound search (post-softmax A and the
 post-GELU fc2 input by default).
 
@@ -66,6 +71,7 @@ activations (SwinIR's Q, K, V) the shift becomes explicit terms in the engine
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -73,8 +79,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srq.calib.layers import (GridContrast, QuantConcat, QuantConv2d, QuantGate, QuantLinear, QuantMatMul, QuantQKV,
-                              QuantResidual, QuantWindowAttention, TableSigmoid)
+from srq.calib.layers import (GridContrast, QuantActivation, QuantConcat, QuantConv2d, QuantGate, QuantLinear,
+                              QuantMatMul, QuantQKV, QuantResidual, QuantWindowAttention, TableSigmoid)
 from srq.calib.quantizer import FakeQuantizer, QuantFormat, integer_conv_with_float_output
 from srq.errors import SrqError
 from srq.zoo import ChannelContrast, Concat, Gate, NearestUpsample, Residual, set_exact_statistics
@@ -113,6 +119,7 @@ class PlacementConfig:
     shared_inputs: bool = False  # one grid per tensor: its readers share one input quantizer (one Q in the engine)
     integer_residuals: bool = False  # an arch's Residual sum requantized by <residual>.output, as QLinearAdd
     integer_concats: bool = False  # an arch's Concat requantized by <concat>.output, as QLinearConcat
+    integer_activations: bool = False  # a LeakyReLU read by quantized layers: <act>.output on their grid
     qkv: Literal["split", "fused"] = "split"  # SwinIR qkv: three Linears (2DQuant) or one, one input quantizer
     layer_bits: tuple[str, ...] = ()  # "GLOB=wNaM": other bits for the layers whose path matches (last match wins)
 
@@ -135,6 +142,8 @@ class PlacementConfig:
             raise SrqError("integer residuals need an asymmetric (ONNX Runtime) placement")
         if self.integer_concats and self.symmetric:
             raise SrqError("integer concats need an asymmetric (ONNX Runtime) placement")
+        if self.integer_activations and self.symmetric:
+            raise SrqError("integer activations need an asymmetric (ONNX Runtime) placement")
 
     def for_layer(self, path: str) -> PlacementConfig:
         """This config with the weight / input bits of the last ``layer_bits`` rule matching ``path``."""
@@ -170,12 +179,13 @@ class _Call:
 
 
 def _trace_calls(model: nn.Module, example: Tensor) -> list[_Call]:
-    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / Residual / NearestUpsample / Gate / Concat calls of one
-    no-grad forward, in call order."""
+    """Leaf Conv2d / Linear / PixelShuffle / Sigmoid / LeakyReLU / Residual / NearestUpsample / Gate / Concat
+    calls of one no-grad forward, in call order."""
     calls: list[_Call] = []
     handles = []
     for path, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, Residual, NearestUpsample, Gate, Concat)):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.PixelShuffle, nn.Sigmoid, nn.LeakyReLU, Residual, NearestUpsample,
+                          Gate, Concat)):
             def hook(mod, args, out, path=path):
                 calls.append(_Call(path, mod, tuple(args[0].shape[-2:]) if args[0].ndim == 4 else (), args[0], out,
                                    (args[0]._version, out._version), args[1] if len(args) > 1 else None))
@@ -284,6 +294,8 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     """
     _refuse_quantized(model)
     calls = _trace_calls(model, example)
+    acts = [c for c in calls if isinstance(c.module, nn.LeakyReLU)]
+    calls = [c for c in calls if not isinstance(c.module, nn.LeakyReLU)]
     attn, layers, first = _policy_layers(model, cfg, calls)
     layers += [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                and _glob(p, cfg.include) and p not in layers and not any(p.startswith(a + ".") for a in attn)]
@@ -314,7 +326,30 @@ def place_quantizers(model: nn.Module, cfg: PlacementConfig, example: Tensor) ->
     shared = _shared_inputs(calls, [p for p in paths if p != first], overrides, cfg, residuals,
                             requantized if cfg.shared_inputs else set())
     products = _gate_products(calls, gates, requantized) if cfg.gate_products else ()
-    return place_at(model, cfg, paths, overrides, gates, shared, residuals, products, concats)
+    activations: dict[str, int] = {}
+    if cfg.integer_activations and not cfg.bias_correction:
+        for act, (bits, readers) in _activation_sites(acts, calls, [p for p in paths if p != first], overrides,
+                                                      cfg).items():
+            activations[act] = bits
+            shared |= {reader: f"{act}.output" for reader in readers}
+    return place_at(model, cfg, paths, overrides, gates, shared, residuals, products, concats, activations)
+
+
+def _activation_sites(acts: list[_Call], calls: list[_Call], paths: list[str], overrides: dict[str, PlacementConfig],
+                      cfg: PlacementConfig) -> dict[str, tuple[int, list[str]]]:
+    """``{LeakyReLU path: (bits, reader paths)}``: each LeakyReLU module called once whose output the quantized
+    Conv2d / Linear layers at ``paths`` read, unchanged or as a channel slice (a view of it: IMDN's Split), all at
+    one asymmetric input format of ``bits``. Its output gets that grid, which those layers then read it on."""
+    once = Counter(a.path for a in acts)
+    wanted = set(paths)
+    found: dict[str, tuple[int, list[str]]] = {}
+    for a in acts:
+        readers = [c for c in calls if c.path in wanted and isinstance(c.module, (nn.Conv2d, nn.Linear))
+                   and (c.input is a.output or c.input._base is a.output) and c.versions[0] == a.versions[1]]
+        formats = {(overrides.get(c.path, cfg).a_bits, overrides.get(c.path, cfg).symmetric) for c in readers}
+        if once[a.path] == 1 and len(formats) == 1 and not next(iter(formats))[1]:
+            found[a.path] = (next(iter(formats))[0], [c.path for c in readers])
+    return found
 
 
 def _gate_products(calls: list[_Call], gates: tuple[str, ...], requantized: set[str]) -> tuple[str, ...]:
@@ -405,7 +440,7 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
              overrides: dict[str, PlacementConfig] | None = None,
              gates: tuple[str, ...] = (), shared: dict[str, str] | None = None,
              residuals: tuple[str, ...] = (), products: tuple[str, ...] = (),
-             concats: tuple[str, ...] = ()) -> dict[str, FakeQuantizer]:
+             concats: tuple[str, ...] = (), activations: dict[str, int] | None = None) -> dict[str, FakeQuantizer]:
     """Quantize the layers at ``paths`` (Conv2d / Linear paths, or paths inside a SwinIR window
     attention, which is swapped as a whole) with ``cfg``'s formats (``overrides``: another config
     for some layer paths); returns ``{site: quantizer}``. With ``cfg.sigmoid_tables`` every
@@ -414,7 +449,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
     (op ``"sigmoid"``) and every ``Gate`` becomes a ``QuantGate``, those at ``products`` with an output site at
     ``conv_output_bits`` (op ``"mul"``). The ``Residual`` modules at ``residuals``
     become ``QuantResidual`` with an output site at ``conv_output_bits`` (op ``"add"``), the ``Concat`` modules at
-    ``concats`` ``QuantConcat`` (op ``"concat"``), and every ``ChannelContrast`` a ``GridContrast``. ``shared``
+    ``concats`` ``QuantConcat`` (op ``"concat"``), the activation modules at ``activations`` (``{path: bits}``)
+    ``QuantActivation`` (op ``"leaky_relu"``), and every ``ChannelContrast`` a ``GridContrast``. ``shared``
     (``{layer path: site path}``): those layers' ``input_q`` is that site's quantizer, one module under
     two site names (the recipe lists both, with equal values; beta follows the first name).
     Statistics that a model can sum exactly (``srq.zoo.set_exact_statistics``) are switched on."""
@@ -447,6 +483,8 @@ def place_at(model: nn.Module, cfg: PlacementConfig, paths: list[str],
         _set(model, name, QuantResidual(_act_q(cfg, "add", cfg.conv_output_bits)))
     for name in concats:
         _set(model, name, QuantConcat(_act_q(cfg, "concat", cfg.conv_output_bits)))
+    for name, bits in (activations or {}).items():
+        _set(model, name, QuantActivation(model.get_submodule(name), _act_q(cfg, "leaky_relu", bits)))
     for name in [n for n, m in model.named_modules() if type(m) is ChannelContrast]:
         _set(model, name, GridContrast(model.get_submodule(name)))
     for path, site in (shared or {}).items():

@@ -6,8 +6,8 @@ its float64 subgraph (cast, mean, centred squares, mean: ~3 ms per IMDN block at
 is replaced by sums of the uint8 levels ``q``:
 
     Transpose to NHWC (cancels against ORT's own layout change) -> Reshape (N, n/k, k, C) -> Cast float32
-    -> ReduceSum / ReduceSumSquare over k (exact: every partial sum is an integer below k * 255^2 < 2^24)
-    -> Cast float64 -> ReduceSum over n/k (exact below 2^53) -> S1, S2 of shape (N, C)
+    -> sums over k of the levels and of their squares (exact: every partial sum is an integer below
+    k * 255^2 < 2^24) -> Cast float64 -> ReduceSum over n/k (exact below 2^53) -> S1, S2 of shape (N, C)
 
 and then the float64 arithmetic of ``srq.calib.layers.level_contrast`` on those exact sums (``m = S1 / n``,
 ``v = S2 / n - m m``, ``mean = (m - zp) s``, ``var = v (s s)``), rounded to float32 once, and
@@ -48,19 +48,23 @@ class _Builder:
 
 
 def _level_sums(b: _Builder, q: gs.Tensor, shape: list[int]) -> tuple[gs.Variable, gs.Variable]:
-    """``(S1, S2)``: per-channel sums of the uint8 ``q`` ``(N, C, H, W)`` and of its squares, float64 ``(N, C)``."""
+    """``(S1, S2)``: per-channel sums of the uint8 ``q`` ``(N, C, H, W)`` and of its squares, float64 ``(N, C)``.
+
+    The chunk sums are float32 ``MatMul`` s of a row of ones with the ``(k, C)`` chunks (and their squares), which
+    ORT runs as a GEMM: 0.4 ms per 64x128x128 tensor on one core, against 1.0 ms for ReduceSum + ReduceSumSquare
+    (measured on this project's AVX-512 machine), and exact in any order for the same reason as the reductions.
+    """
     n_batch, channels, height, width = shape
     k = _chunk(height * width)
     nhwc = b("Transpose", [q], np.uint8, perm=[0, 2, 3, 1])
     chunks = b("Reshape", [nhwc, b.const(np.int64([n_batch, -1, k, channels]))], np.uint8)
     values = b("Cast", [chunks], np.float32, to=TensorProto.FLOAT)
+    ones = b.const(np.ones((1, k), np.float32))
     sums = []
-    for op in ("ReduceSum", "ReduceSumSquare"):
-        # axes: an input from opset 13 for ReduceSum, from 18 for the others (an attribute before)
-        part = (b(op, [values, b.const(np.int64([2]))], np.float32, keepdims=0)
-                if op == "ReduceSum" or b.graph.opset >= 18 else b(op, [values], np.float32, axes=[2], keepdims=0))
+    for x in (values, b("Mul", [values, values], np.float32)):
+        part = b("MatMul", [ones, x], np.float32)  # (N, n / k, 1, C)
         wide = b("Cast", [part], np.float64, to=TensorProto.DOUBLE)
-        sums.append(b("ReduceSum", [wide, b.const(np.int64([1]))], np.float64, keepdims=0))
+        sums.append(b("ReduceSum", [wide, b.const(np.int64([1, 2]))], np.float64, keepdims=0))
     return sums[0], sums[1]
 
 

@@ -24,8 +24,8 @@ INTEGER_OPS = frozenset({
 })
 
 
-def optimized_op_counts(model: onnx.ModelProto | str | Path, int8_activations_allowed: bool = False) -> Counter:
-    """Op-type counts of ``model`` after ORT's CPU optimizations (``ORT_ENABLE_ALL``).
+def optimized_model(model: onnx.ModelProto | str | Path, int8_activations_allowed: bool = False) -> onnx.ModelProto:
+    """``model`` after ORT's CPU optimizations (``ORT_ENABLE_ALL``), as ORT saves it.
 
     ``int8_activations_allowed`` sets ``session.qdqisint8allowed`` (off by default on x86,
     where the QDQ selectors then refuse int8 activations for Conv/MatMul).
@@ -42,8 +42,12 @@ def optimized_op_counts(model: onnx.ModelProto | str | Path, int8_activations_al
         opts.log_severity_level = 3
         opts.add_session_config_entry("session.qdqisint8allowed", "1" if int8_activations_allowed else "0")
         ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False)
-    return Counter(node.op_type for node in optimized.graph.node)
+        return onnx.load(opts.optimized_model_filepath, load_external_data=False)
+
+
+def optimized_op_counts(model: onnx.ModelProto | str | Path, int8_activations_allowed: bool = False) -> Counter:
+    """Op-type counts of ``optimized_model(model, int8_activations_allowed)``."""
+    return Counter(node.op_type for node in optimized_model(model, int8_activations_allowed).graph.node)
 
 
 def qlinear_sigmoid_levels(scale: float, zero_point: int, qmin: int, qmax: int, out_scale: float,

@@ -41,6 +41,9 @@
 9. Integer concats (``placement.integer_concats``): ``Q -> DQ`` on each ``Concat`` with a site ``<path>.output``
    (step 8's pass; ORT fuses ``QLinearConcat``), and a ``ChannelContrast`` reading such a grid (IMDN's attention
    input) sums its uint8 levels exactly instead of its float64 statistics (``srq.export.channel_statistics``).
+   Integer activations (``placement.integer_activations``): the same on each ``LeakyRelu`` with a site (ORT:
+   ``QLinearLeakyRelu``); a ``Split`` of a DQ output then splits the integer levels (``split_levels``), so that
+   each part reaches its reader (a conv on that grid, a Concat) as a DQ output.
 10. A ``Q`` that re-quantizes a ``DQ`` output on the same grid is the identity on those levels and is
    skipped (``skip_requantization_on_same_grid``: a layer reading a residual on its grid), then equal
    quantization chains on one tensor become one (``merge_twin_quantizers``: layers that share an input
@@ -97,7 +100,7 @@ from srq.export.qdq_nodes import (IntGrid, add_matmul_shift_terms, add_output_co
                                   dequantize_bias_input, dequantize_weight_input, fold_into_bias,
                                   merge_twin_quantizers, quantize_activation_input, quantize_activation_output,
                                   quantize_before_nearest_resize, requantize_concat_inputs, set_metadata,
-                                  sigmoid_as_gate, sigmoid_as_table, skip_requantization_on_same_grid)
+                                  sigmoid_as_gate, sigmoid_as_table, skip_requantization_on_same_grid, split_levels)
 from srq.export.symmetric import requantize_weight, to_symmetric
 from srq.zoo import ChannelContrast, set_exact_statistics
 from srq.zoo.loader import SRModel
@@ -427,7 +430,7 @@ def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
     layers: dict[str, dict[str, SiteParams]] = {}
     known = set(INPUT_ROLES) | set(OUTPUT_ROLES) | {"weight_q"}
     for s in recipe.sites:
-        if s.op in ("sigmoid", "add", "mul", "concat"):
+        if s.op in ("sigmoid", "add", "mul", "concat", "leaky_relu"):
             continue
         path, _, role = s.name.rpartition(".")
         if role not in known:
@@ -469,11 +472,12 @@ def _put_gates(graph: gs.Graph, recipe: Recipe, target: Target) -> None:
 
 
 def _put_sum_and_product_sites(graph: gs.Graph, recipe: Recipe) -> None:
-    """``Q -> DQ`` on the output of each residual ``Add`` (site ``<residual path>.output``, op ``"add"``),
-    requantized gate ``Mul`` (``<gate path>.output``, op ``"mul"``) and requantized ``Concat`` (``<concat
-    path>.output``, op ``"concat"``), in front of all its readers: where the inputs are DQs too, ONNX Runtime
-    runs ``QLinearAdd`` / ``QLinearMul`` / ``QLinearConcat`` (float parts of a Concat: ``requantize_concat_inputs``)."""
-    for op, node_op in (("add", "Add"), ("mul", "Mul"), ("concat", "Concat")):
+    """``Q -> [Clip] -> DQ`` on the output of each residual ``Add`` (site ``<residual path>.output``, op ``"add"``),
+    requantized gate ``Mul`` (``<gate path>.output``, op ``"mul"``), requantized ``Concat`` (``<concat
+    path>.output``, op ``"concat"``) and requantized ``LeakyRelu`` (``<act path>.output``, op ``"leaky_relu"``), in
+    front of all its readers: where the inputs are DQs too, ONNX Runtime runs ``QLinearAdd`` / ``QLinearMul`` /
+    ``QLinearConcat`` (float parts of a Concat: ``requantize_concat_inputs``) / ``QLinearLeakyRelu``."""
+    for op, node_op in (("add", "Add"), ("mul", "Mul"), ("concat", "Concat"), ("leaky_relu", "LeakyRelu")):
         nodes = {_scope(n.name): n for n in graph.nodes if n.op == node_op}
         sites = [s for s in recipe.sites if s.op == op]
         missing = sorted(s.name for s in sites if s.name.rpartition(".")[0] not in nodes)
@@ -517,11 +521,12 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         raise SrqError(f"{model.source}: tile {tile_hw[0]}x{tile_hw[1]} is not a multiple of {m} "
                        f"(the {model.arch} size multiple)")
     recipe.check_matches(model)
-    ort_only = sorted(s.name for s in recipe.sites if s.op in ("add", "mul", "concat"))
+    ort_only = sorted(s.name for s in recipe.sites if s.op in ("add", "mul", "concat", "leaky_relu"))
     if target == "trt" and ort_only:
         raise SrqError(f"recipe sites {', '.join(ort_only[:3])}{' ...' if len(ort_only) > 3 else ''} requantize "
-                       f"residual sums / gate products / concats on asymmetric grids for ONNX Runtime "
-                       f"(--integer-residuals, integer gates, --integer-concats); for TensorRT calibrate with "
+                       f"residual sums / gate products / concats / activations on asymmetric grids for ONNX Runtime "
+                       f"(--integer-residuals, integer gates, --integer-concats, --integer-activations); for TensorRT "
+                       f"calibrate with "
                        f"--symmetric")
     layers = _group_sites(recipe)
     out_path = Path(out_path)
@@ -548,6 +553,7 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
             float64_to_float32(graph)
         _put_gates(graph, recipe, target)
         _put_sum_and_product_sites(graph, recipe)
+        split_levels(graph)
         if target == "ort":
             contrast_from_levels(graph, found.scopes, [p for p, m in model.module.named_modules()
                                                        if isinstance(m, ChannelContrast)])

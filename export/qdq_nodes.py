@@ -430,27 +430,69 @@ def _same_constants(a: list[gs.Tensor], b: list[gs.Tensor]) -> bool:
                                     and _input_key(x) == _input_key(y) for x, y in zip(a, b))
 
 
+def split_levels(graph: gs.Graph) -> int:
+    """Let each ``Split`` of a per-tensor ``DequantizeLinear`` output split the DQ's integer input instead, with a
+    DQ (the same constants) on each part.
+
+    Exact: dequantization is elementwise, so it commutes with splitting. ONNX Runtime then splits uint8 tensors,
+    and each part is a DQ output again, which the fusions need (a Conv reading a part: QLinearConv; a Concat
+    of parts: QLinearConcat). Returns the number of Splits changed.
+    """
+    changed = 0
+    for split in [n for n in graph.nodes if n.op == "Split"]:
+        dq = _producer(split.inputs[0], "DequantizeLinear")
+        if dq is None or np.asarray(dq.inputs[1].values).size != 1 or dq.attrs.get("axis") is not None:
+            continue
+        split.inputs[0] = dq.inputs[0]
+        for i, part in enumerate(list(split.outputs)):
+            levels = gs.Variable(f"{split.name}_levels{i}", dtype=dq.inputs[0].dtype, shape=part.shape)
+            split.outputs[i] = levels
+            graph.nodes.append(gs.Node("DequantizeLinear", f"{split.name}_DequantizeLinear{i}", {},
+                                       [levels, *dq.inputs[1:]], [part]))
+        changed += 1
+    return changed
+
+
+def _clip_of(t: gs.Tensor) -> gs.Node | None:
+    """The integer ``Clip`` that made the levels ``t``, directly or through ``Split`` nodes; else None."""
+    while len(t.inputs) == 1 and t.inputs[0].op == "Split":
+        t = t.inputs[0].inputs[0]
+    return _producer(t, "Clip")
+
+
 def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
     """Let a per-tensor ``QuantizeLinear`` whose input is a ``DequantizeLinear`` output on the same grid
     (equal scale and zero-point constants, same axis) hand on the DQ's integer input instead.
 
     Exact: ``DQ(q) = (q - zp) s`` in float32, and ``(q - zp) s / s`` rounds back to ``q - zp`` for any
     8-bit level, so that ``Q`` returns ``q``. It arises where a layer's input site is the grid its input
-    already has (a layer reading an integer residual); a ``Clip`` after the ``Q`` (a narrower grid) keeps
-    the ``Q``. Returns the number of QuantizeLinear nodes skipped.
+    already has (a layer reading an integer residual, or a part of a split activation on its grid). A ``Clip``
+    after the ``Q`` (a narrower grid) keeps the ``Q`` unless the levels come from an equal ``Clip`` already
+    (through ``Split`` nodes); then both go. Returns the number of QuantizeLinear nodes skipped.
     """
     skipped = 0
     for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
         dq = _producer(q.inputs[0], "DequantizeLinear")
         if (dq is None or dq.attrs.get("axis") != q.attrs.get("axis")
                 or not _same_constants(dq.inputs[1:3], q.inputs[1:3]) or q.outputs[0] in graph.outputs
-                or _narrowed(q)
                 or np.asarray(q.inputs[1].values).size != 1):
             continue
-        _rewire(list(q.outputs[0].outputs), q.outputs[0], dq.inputs[0])
+        out = q.outputs[0]
+        if _narrowed(q):
+            clip, before = _clip_after(q), _clip_of(dq.inputs[0])
+            if clip is None or before is None or not _same_constants(clip.inputs[1:3], before.inputs[1:3]):
+                continue
+            out = clip.outputs[0]
+        _rewire(list(out.outputs), out, dq.inputs[0])
         q.outputs.clear()
         skipped += 1
     return skipped
+
+
+def _clip_after(q: gs.Node) -> gs.Node | None:
+    """The one integer ``Clip`` that alone reads ``QuantizeLinear`` ``q``'s output, else None."""
+    readers = q.outputs[0].outputs
+    return readers[0] if len(readers) == 1 and readers[0].op == "Clip" else None
 
 
 def _fusable_binary(node: gs.Node | None) -> bool:

@@ -85,8 +85,9 @@ def test_integer_concats_need_an_asymmetric_placement():
 def test_integer_concat_engine_is_exact_and_runs_the_attention_in_integers(shared_data, tmp_path, set5_lr,
                                                                             assert_engine_equals_fake_quant):
     """W8A8 IMDN with integer concats, phase 1 and 4 DQC steps on Set5 crops: ORT runs every block's Concat as
-    QLinearConcat, its attention statistics as integer sums (no Pow / ReduceMean left) and the gating as
-    QLinearMul, and the engine equals the fake-quant model (the recipe loaded back) on Set5 tiles."""
+    QLinearConcat, its attention statistics as integer sums (two exact float32 MatMuls of levels per block, no
+    Pow / ReduceMean left) and the gating as QLinearMul, and the engine equals the fake-quant model (the recipe
+    loaded back) on Set5 tiles."""
     from srq.calib.dqc import DQCConfig
 
     model = load_model(shared_data / IMDN)
@@ -100,7 +101,7 @@ def test_integer_concat_engine_is_exact_and_runs_the_attention_in_integers(share
     loaded = Recipe.load(tmp_path / "r.json")
     path = export_quantized(load_model(shared_data / IMDN), loaded, "ort", (32, 32), tmp_path / "m.onnx")
     counts = optimized_op_counts(path)
-    assert counts["QLinearConcat"] == 7 and counts["QLinearMul"] == 6 and counts["ReduceSumSquare"] == 6, counts
+    assert counts["QLinearConcat"] == 7 and counts["QLinearMul"] == 6 and counts["MatMul"] == 12, counts
     assert counts["Pow"] == 0 and counts["ReduceMean"] == 0, counts
     assert_engine_equals_fake_quant(shared_data / IMDN, loaded, path,
                                     [im[:, :, 4:36, 4:36].contiguous() for im in images[3:5]])

@@ -116,6 +116,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(<concat>.output; ONNX Runtime's QLinearConcat), so that IMDN's channel attention sums its "
                         "statistics from the 8-bit levels and, with --integer-gates, gates them as QLinearMul, all "
                         "reproduced exactly here. Not with --symmetric (docs/integer-graph.md)")
+    p.add_argument("--integer-activations", action="store_true",
+                   help="a LeakyReLU whose output quantized layers read (also through a Split: IMDN's distillation "
+                        "steps) gets an output site on their input grid (<act>.output); ONNX Runtime then runs "
+                        "QLinearLeakyRelu and splits uint8 tensors, and with --integer-concats IMDN's distilled parts "
+                        "reach the Concat on grids, all reproduced exactly here. Not with --symmetric; inert with "
+                        "--bias-correction, whose shifted inputs are not on that grid (docs/integer-graph.md)")
     p.add_argument("--calib-data", default="builtin:calib", metavar="DIR|builtin:calib",
                    help="images whose LR side is cropped for calibration (default builtin:calib)")
     p.add_argument("--crops", type=int, default=32, help="number of LR crops (default 32)")
@@ -154,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
                                 float_output=tuple(args.float_output), qkv=args.qkv,
                                 layer_bits=tuple(args.layer_bits), integer_gates=args.integer_gates,
                                 gate_products=args.gate_products, shared_inputs=args.shared_inputs,
-                                integer_residuals=args.integer_residuals, integer_concats=args.integer_concats)
+                                integer_residuals=args.integer_residuals, integer_concats=args.integer_concats,
+                                integer_activations=args.integer_activations)
     dqc = DQCConfig(iterations=args.dqc_iters, batch_size=args.dqc_batch, patch=min(args.dqc_patch, args.crop_size),
                     lr=args.dqc_lr, feature_weight=args.feature_weight)
     crops = calibration_crops(args.calib_data, model.scale, args.crops, args.crop_size, model.in_channels, args.seed)

@@ -42,6 +42,19 @@ from pathlib import Path
 from srq.pipeline.commands.calibrate import BETA_SITES, parse_bits
 
 
+ORT_INTEGER_FLAGS = (  # srq calibrate flags that keep more of an ORT graph integer, each exact; on by default
+    ("integer-gates", "sigmoid gates requantized by their own sites, run as QLinearSigmoid / QLinearMul (PAN x4 "
+                      "W8A8 policy all: 1.26x -> 2.30x, docs/integer-graph.md; no effect on nets without sigmoid "
+                      "gates)"),
+    ("integer-residuals", "residual sums requantized by their own sites and run as QLinearAdd, the first conv's "
+                          "output requantized (no effect on nets without srq.zoo.Residual blocks)"),
+    ("integer-concats", "channel concatenations requantized by their own sites (QLinearConcat), so that IMDN's "
+                        "channel attention runs on 8-bit levels (no effect on nets without srq.zoo.Concat)"),
+    ("integer-activations", "LeakyReLU outputs on their readers' input grid (QLinearLeakyRelu, uint8 Split; inert "
+                            "with --bias-correction, whose shifted inputs are not on that grid)"),
+)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default="swinir-light-x2",
                    help="checkpoint or built-in name (default: swinir-light-x2)")
@@ -68,17 +81,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="8-bit weights symmetric, int8 with zero point 0 (srq calibrate --symmetric-8bit-weights; "
                         "also the 8-bit layers of --layer-bits): ONNX Runtime's fast U8S8 kernels, exact on VNNI CPUs "
                         "(default on; <= 7-bit weights are int8 either way)")
-    p.add_argument("--integer-gates", action=argparse.BooleanOptionalAction, default=True,
-                   help="target ort: sigmoid gates requantized by their own sites, run as QLinearSigmoid / QLinearMul "
-                        "(srq calibrate --integer-gates; PAN x4 W8A8 policy all: 1.26x -> 2.30x, docs/integer-graph.md; "
-                        "no effect on nets without sigmoid gates). Default on")
+    for flag, text in ORT_INTEGER_FLAGS:
+        p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True,
+                       help=f"target ort: {text} (srq calibrate --{flag}; default on)")
     p.add_argument("--shared-inputs", action=argparse.BooleanOptionalAction, default=True,
                    help="one grid per tensor: layers that read one tensor, or a requantized output, read it on one "
                         "grid (srq calibrate --shared-inputs): one Q per tensor in the engine (default on)")
-    p.add_argument("--integer-residuals", action=argparse.BooleanOptionalAction, default=True,
-                   help="target ort: residual sums requantized by their own sites and run as QLinearAdd, the first "
-                        "conv's output requantized (srq calibrate --integer-residuals; default on; no effect on nets "
-                        "without srq.zoo.Residual blocks)")
     p.add_argument("--layer-bits", action="append", default=[], metavar="GLOB=wNaM",
                    help="mixed precision: other bits for the layers whose path matches (repeatable; see srq calibrate)")
     p.add_argument("--dqc-iters", type=int, default=50, help="phase-2 DQC iterations (default 50; 0 = phase 1 only)")
@@ -101,12 +109,10 @@ def _stage_args(args: argparse.Namespace, bits: str, folder: Path) -> list[tuple
         ["--bias-correction", "--beta-sites", args.beta_sites] if args.bias_correction else [])
     if args.target == "ort" and args.symmetric_8bit_weights:
         flags.append("--symmetric-8bit-weights")
-    if args.target == "ort" and args.integer_gates:
-        flags.append("--integer-gates")
     if args.shared_inputs:
         flags.append("--shared-inputs")
-    if args.target == "ort" and args.integer_residuals:
-        flags.append("--integer-residuals")
+    if args.target == "ort":
+        flags += [f"--{flag}" for flag, _ in ORT_INTEGER_FLAGS if getattr(args, flag.replace("-", "_"))]
     calibrate = ["calibrate", args.model, *scale, "--bits", bits, "--method", args.method,
                  "--first-conv-bits", str(args.first_conv_bits), "--qkv", args.qkv,
                  "--dqc-iters", str(args.dqc_iters), "--dqc-batch", str(args.dqc_batch),

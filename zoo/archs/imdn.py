@@ -42,7 +42,8 @@ class IMDModule(nn.Module):
         self.c2 = nn.Conv2d(self.remaining, channels, 3, padding=1)
         self.c3 = nn.Conv2d(self.remaining, channels, 3, padding=1)
         self.c4 = nn.Conv2d(self.remaining, self.distilled, 3, padding=1)
-        self.act = nn.LeakyReLU(0.05, inplace=True)
+        # one module per call, so that calibration can give each output its own grid (integer_activations)
+        self.act1, self.act2, self.act3 = (nn.LeakyReLU(0.05, inplace=True) for _ in range(3))
         self.concat = Concat()
         self.c5 = nn.Conv2d(self.distilled * 4, channels, 1)
         self.cca = ContrastChannelAttention(self.distilled * 4)
@@ -50,9 +51,9 @@ class IMDModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         split = (self.distilled, self.remaining)
-        d1, r1 = torch.split(self.act(self.c1(x)), split, dim=1)
-        d2, r2 = torch.split(self.act(self.c2(r1)), split, dim=1)
-        d3, r3 = torch.split(self.act(self.c3(r2)), split, dim=1)
+        d1, r1 = torch.split(self.act1(self.c1(x)), split, dim=1)
+        d2, r2 = torch.split(self.act2(self.c2(r1)), split, dim=1)
+        d3, r3 = torch.split(self.act3(self.c3(r2)), split, dim=1)
         out = self.concat(d1, d2, d3, self.c4(r3))
         return self.residual(self.c5(self.cca(out)), x)
 
