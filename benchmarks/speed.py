@@ -19,10 +19,11 @@ For each net, at one 128x128 LR tile, 1 intra-op thread, ``ORT_ENABLE_ALL``, thr
 * PAN's ``srq W8A8 sw all``: the same with ``--policy all`` (its HR-side convs quantized too), and
   ``... gates`` with ``--integer-gates`` as well (QLinearSigmoid / QLinearMul);
 * ``srq W8A8 int`` / ``srq W4A4 int``: the most integer graph srq calibrates exactly (docs/integer-graph.md):
-  ``--first-conv-bits 8 --integer-gates --shared-inputs --integer-residuals``, for PAN with ``--policy all``
-  and its last conv quantized too (``--include conv_last``; IMDN's costs 5 dB at W4A4 and saves ~1 %), for
-  IMDN with ``--integer-concats --integer-activations`` (its blocks' LeakyReLU / Split / Concat and channel
-  attention on 8-bit levels); 8-bit weights symmetric;
+  ``--first-conv-bits 8 --integer-gates --shared-inputs --integer-residuals``, for PAN with ``--policy all``,
+  for IMDN with ``--integer-concats --integer-activations`` (its blocks' LeakyReLU / Split / Concat and
+  channel attention on 8-bit levels), and the conv before the PixelShuffle quantized too (``--include
+  conv_last`` / ``upsampler.0``; IMDN's at 8 bits in the W4A4 model, ``--layer-bits upsampler.0=w8a8``: at 4
+  bits it costs 5 dB); 8-bit weights symmetric;
 * ``srq W7A8 sw``: ``srq calibrate --bits w7a8 --symmetric-weights``: 8-bit asymmetric activations,
   symmetric 7-bit weights (``|q| <= 63``), the format for which ORT's fast U8S8 x86 kernels are
   exact without VNNI (srq's W<=7 weights are stored as int8 ``q - zp``, zp 0; 8-bit asymmetric
@@ -65,8 +66,9 @@ INTEGER = ("--first-conv-bits", "8", "--integer-gates", "--shared-inputs", "--in
 INTEGER_BLOCKS = ("--integer-concats", "--integer-activations")  # IMDN's blocks (PAN has no Concat / Split)
 NETS = {  # label, model, extra `srq calibrate` flags of the srq rows, extra rows {engine: (bits, flags)}
     "imdn": ("IMDN x2", str(WEIGHTS / "IMDN" / "IMDN_x2.pth"), (),
-             {"srq W8A8 int": ("w8a8", ("--symmetric-weights", *INTEGER, *INTEGER_BLOCKS)),
-              "srq W4A4 int": ("w4a4", (*INTEGER, *INTEGER_BLOCKS))}),
+             {"srq W8A8 int": ("w8a8", ("--symmetric-weights", *INTEGER, *INTEGER_BLOCKS, "--include", "upsampler.0")),
+              "srq W4A4 int": ("w4a4", (*INTEGER, *INTEGER_BLOCKS, "--include", "upsampler.0",
+                                        "--layer-bits", "upsampler.0=w8a8"))}),
     "pan": ("PAN x4", str(WEIGHTS / "PAN" / "PANx4_DF2K.pth"), (),
             {"srq W8A8 sw all": ("w8a8", ("--symmetric-weights", "--policy", "all")),
              "srq W8A8 sw all gates": ("w8a8", ("--symmetric-weights", "--policy", "all", "--integer-gates")),
