@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import _cli, machine, ort_quantized, save_result, time_interleaved  # noqa: E402  (sibling script)
+from speed import _cli, flags_tag, machine, ort_quantized, save_result, time_interleaved  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT.parent / "shared" / "data" / "weights"
@@ -91,9 +91,10 @@ def bench_net(label: str, args: argparse.Namespace) -> dict:
                                         OrtOptions(threads=1, save_optimized=False, exact_integer=False))}
     rows = []
     for bits in ("w8a8", "w4a4"):
-        for i, variant in enumerate(VARIANTS):
+        for variant in VARIANTS:
             flags = net_flags + variant_flags(variant, last)
-            recipe, onnx = recipe_and_onnx(model, bits, flags, f"{bits}-{i}", work)
+            # named by its flags, so that a cache made with another variant list is never taken for this one
+            recipe, onnx = recipe_and_onnx(model, bits, flags, flags_tag(bits, flags), work)
             ops = optimized_op_counts(onnx)
             rows.append({"bits": bits, "variant": variant, "flags": flags,
                          "psnr_y": evaluate_model(str(model), args.data, recipe=recipe)["psnr_y"],

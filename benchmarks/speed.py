@@ -57,7 +57,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +96,13 @@ def fp_onnx(spec: str, out: Path) -> Path:
     return out
 
 
+def flags_tag(bits: str, flags) -> str:
+    """A work-file name for a recipe of ``bits`` and ``srq calibrate`` ``flags`` (``w8a8_integer-gates...``)."""
+    return bits + "".join(f.replace("--", "_") if f.startswith("--") else f"-{f}" for f in flags)
+
+
 def srq_onnx(spec: str, bits: str, work: Path, stem: str, *flags: str) -> Path:
-    tag = bits + "".join(f.replace("--", "_") if f.startswith("--") else f"-{f}" for f in flags)
+    tag = flags_tag(bits, flags)
     recipe, out = work / f"{stem}_{tag}.json", work / f"{stem}_{tag}.onnx"
     if not recipe.exists():
         _cli("calibrate", spec, "--bits", bits, *flags, "--crops", "8", "--crop-size", "48", "--out", str(recipe))
