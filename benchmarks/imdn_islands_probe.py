@@ -23,6 +23,10 @@ calibration computes. Variants, cumulative:
   its Split's second part is read on anyway), so the Concat joins parts of four grids, and the gating runs as
   one QLinearMul per part into c5's input grid, then a uint8 Concat; exact statistics per part.
 
+Built since (2026-12-07, later): the calibrated, exact engine these stand-ins pointed to (``--integer-concats
+--integer-activations``, per-part grids, no tie; docs/speed.md section 000). The probe stays as the record of
+what each step was worth.
+
 One command (~4 min on 2 idle cores; work files cached in --work):
 
     .venv/bin/python benchmarks/imdn_islands_probe.py
