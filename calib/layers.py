@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 from srq.calib.quantizer import (FakeQuantizer, integer_conv_with_float_output, level_table, qlinear_add_levels,
                                  qlinear_mul_levels)
+from srq.zoo.archs.common import contrast
 
 _INT32_MAX = 2**31 - 1
 GRID_TAG = "srq_grid"  # attribute naming the output quantizer on a requantized conv (or gate) output tensor
@@ -400,18 +401,16 @@ def level_contrast(levels: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
 
     Sums ``S1 = sum q``, ``S2 = sum q^2`` over ``n = H W`` are exact in float64 (in any order); then, in float64,
     ``m = S1 / n``, ``v = S2 / n - m m``, ``mean = float32((m - zp) s)``, ``var = float32(v (s s))``; then
-    ``std = float32(sqrt(float64(max(var, 0))))``, the correctly rounded float32 root (PyTorch's and ORT's
-    float32 ``sqrt`` kernels are approximations that differ from it, and from each other, in the last bit), and
-    ``std + mean`` in float32. The float path (``srq.zoo.archs.common.contrast``) sums the dequantized values
-    instead, which float32 has rounded, so the two differ in the last bit now and then."""
+    ``srq.zoo.archs.common.contrast(mean, var, exact=True)`` (the correctly rounded float32 root). The float
+    path sums the dequantized values instead, which float32 has rounded, so the two differ in the last bit
+    now and then."""
     q = levels.double().flatten(2)
     n = q.shape[2]
     m = q.sum(2) / n
     v = (q * q).sum(2) / n - m * m
     s, zp = scale.double(), zero_point.double()
     mean, var = ((m - zp) * s).float(), (v * (s * s)).float()
-    std = var.clamp_min(0).double().sqrt().float()
-    return (std + mean)[..., None, None]
+    return contrast(mean[..., None, None], var[..., None, None], exact=True)
 
 
 class QuantActivation(nn.Module):

@@ -67,8 +67,9 @@ class ChannelContrast(nn.Module):
     are summed in float64 and rounded to float32 once, so any summation order (PyTorch's, an engine's
     ReduceMean) gives the same float32. In float32 they differ by a few ulp between PyTorch and ONNX
     Runtime, and a statistic near a quantization tie then takes another level in the engine than in
-    calibration (one 64x64 tile of Set5 baby at W8A8, docs/export-parity.md). Off, the FP model (and its
-    ONNX, the speed baseline) sums in float32. On a tensor that is on a grid, calibration swaps in
+    calibration (one 64x64 tile of Set5 baby at W8A8, docs/export-parity.md); the square root is then the
+    correctly rounded one too (``contrast``). Off, the FP model (and its ONNX, the speed baseline) computes in
+    float32. On a tensor that is on a grid, calibration swaps in
     ``srq.calib.layers.GridContrast``, which sums its integer levels instead, as the engine does.
     """
 
@@ -83,16 +84,19 @@ class ChannelContrast(nn.Module):
         mean = flat.mean(dim=2, keepdim=True)
         var = (flat - mean).pow(2).mean(dim=2, keepdim=True)
         mean, var = mean.to(x.dtype)[..., None], var.to(x.dtype)[..., None]
-        return contrast(mean, var)
+        return contrast(mean, var, self.exact_statistics)
 
 
-def contrast(mean: Tensor, var: Tensor) -> Tensor:
+def contrast(mean: Tensor, var: Tensor, exact: bool = False) -> Tensor:
     """``sqrt(var) + mean`` (float32, bit-identical to the reference's ``var ** 0.5``) with a finite
     gradient at ``var == 0``: a channel that quantization makes constant would otherwise send
-    ``inf * 0 = NaN`` upstream (DQC)."""
+    ``inf * 0 = NaN`` upstream (DQC). ``exact``: the root taken in float64 and rounded, i.e. the correctly
+    rounded float32 root, which an engine reproduces (PyTorch's and ONNX Runtime's float32 square roots
+    are approximations that differ from it, and from each other, in the last bit)."""
     positive = var > 0
-    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
-    return std + mean
+    safe = torch.where(positive, var, torch.ones_like(var))
+    root = safe.double().sqrt().to(var.dtype) if exact else safe.sqrt()
+    return torch.where(positive, root, torch.zeros_like(var)) + mean
 
 
 class NearestUpsample(nn.Module):
