@@ -124,6 +124,7 @@ def test_exact_channel_contrast_in_onnx_runtime_is_bit_identical(tmp_path):
     the test can tell (its float32 statistics and root differ on some channels)."""
     import onnxruntime as ort
 
+    from srq.export.fp_onnx import _trace_to_onnx
     from srq.zoo import ChannelContrast, set_exact_statistics
 
     x = (torch.rand(1, 4096, 16, 16) * torch.rand(1, 4096, 1, 1) * 4).contiguous()
@@ -132,8 +133,8 @@ def test_exact_channel_contrast_in_onnx_runtime_is_bit_identical(tmp_path):
         module = ChannelContrast().eval()
         set_exact_statistics(module, exact)
         path = tmp_path / f"contrast_{exact}.onnx"
-        torch.onnx.export(module, (x,), str(path), opset_version=17, dynamo=False, input_names=["x"])
-        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+        _trace_to_onnx(module, x, path)  # the exporter and settings of the quantized export's FP graph
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"lr": x.numpy()})[0]
         with torch.no_grad():
             off[exact] = int((got != module(x).numpy()).sum())
     assert off[True] == 0 and off[False] > 0, off
