@@ -8,7 +8,10 @@ For IMDN x2 (shared checkpoint) and the built-in SwinIR-light x2, all at one fix
   the same LR crops srq calibrates on (``srq.calib.data.calibration_crops``: builtin:calib,
   32 crops of the tile size, seed 0 -- srq calibrate's defaults);
 * srq W8A8: ``srq calibrate --bits w8a8`` (default method sorted, phase 1) then
-  ``srq export --target ort``; srq W4A4 int8-container and ``--weights packed`` for the sizes.
+  ``srq export --target ort``; srq W4A4 int8-container and ``--weights packed`` for the sizes;
+* srq W8A8 int (IMDN): the same with the peer's coverage, every conv quantized (``INT_FLAGS``: the first conv
+  at 8 bits, the upsampler conv included, integer gates, residuals, concats and activations, shared inputs;
+  the ``srq W8A8 int`` engine of ``benchmarks/speed.py``), so the two integer graphs compare like for like.
 
 Every engine runs in ``srq.runtime`` (OrtEngine, tiled with ``upscale_rgb``, default overlap) on
 Set5 x2; Y-PSNR with crop border 2 against the HR images. Writes the table to ``--out`` (markdown)
@@ -46,6 +49,9 @@ from srq.zoo.loader import load_model
 
 TILE = 64
 CROPS, SEED = 32, 0  # srq calibrate's defaults (crop size = TILE = its default --crop-size)
+INT_FLAGS = {"IMDN x2": ("--symmetric-8bit-weights", "--first-conv-bits", "8", "--integer-gates", "--shared-inputs",
+                         "--integer-residuals", "--integer-concats", "--integer-activations",
+                         "--include", "upsampler.0")}
 
 
 class _Crops(CalibrationDataReader):
@@ -65,11 +71,12 @@ def _peer(fp: Path, out: Path, crops: np.ndarray) -> Path:
     return out
 
 
-def _srq(model: str, bits: str, folder: Path, weights: str = "int8") -> Path:
-    recipe = folder / f"{bits}.json"
+def _srq(model: str, bits: str, folder: Path, weights: str = "int8", flags: tuple[str, ...] = (),
+         tag: str = "") -> Path:
+    recipe = folder / f"{bits}{tag}.json"
     if not recipe.exists():
-        assert srq_main(["calibrate", model, "--bits", bits, "--out", str(recipe)]) == 0
-    out = folder / f"srq_{bits}_{weights}.onnx"
+        assert srq_main(["calibrate", model, "--bits", bits, *flags, "--out", str(recipe)]) == 0
+    out = folder / f"srq_{bits}{tag}_{weights}.onnx"
     assert srq_main(["export", model, "--recipe", str(recipe), "--target", "ort", "--tile", f"{TILE}x{TILE}",
                      "--weights", weights, "--out", str(out)]) == 0
     return out
@@ -114,14 +121,17 @@ def run_model(label: str, model: str, set5_dir: Path, work: Path) -> dict:
     srq_s = time.perf_counter() - start
     w4 = _srq(model, "w4a4", folder)
     w4_packed = _srq(model, "w4a4", folder, "packed")
+    w8_int = _srq(model, "w8a8", folder, flags=INT_FLAGS[label], tag="_int") if label in INT_FLAGS else None
     set5 = open_folder(set5_dir, sr.scale)
     row = {"model": label, "tile": TILE,
            "psnr_y": {"fp": _set5_psnr(fp, set5), "ort_quantize_static_w8a8": _set5_psnr(peer, set5),
-                      "srq_w8a8": _set5_psnr(w8, set5)},
+                      "srq_w8a8": _set5_psnr(w8, set5),
+                      **({"srq_w8a8_int": _set5_psnr(w8_int, set5)} if w8_int else {})},
            "bytes": {"fp": fp.stat().st_size, "ort_quantize_static_w8a8": peer.stat().st_size,
                      "srq_w8a8_int8": w8.stat().st_size, "srq_w4a4_int8": w4.stat().st_size,
                      "srq_w4a4_packed": w4_packed.stat().st_size},
-           "integer_kernels": {"ort_quantize_static_w8a8": _integer_ops(peer), "srq_w8a8": _integer_ops(w8)},
+           "integer_kernels": {"ort_quantize_static_w8a8": _integer_ops(peer), "srq_w8a8": _integer_ops(w8),
+                               **({"srq_w8a8_int": _integer_ops(w8_int)} if w8_int else {})},
            "quantize_seconds": {"ort_quantize_static": round(peer_s, 1), "srq_calibrate_export": round(srq_s, 1)}}
     print(json.dumps(row), flush=True)
     return row
@@ -137,15 +147,18 @@ def to_markdown(rows: list[dict], machine: dict, load_end: list[float]) -> str:
         f"engine run by `srq.runtime` in ONNX Runtime (CPU), tiled at {rows[0]['tile']}x{rows[0]['tile']} LR.",
         "Peer: `quantize_static` (QDQ, per_channel=True, MinMax, activations QUInt8, weights QInt8, default",
         "op coverage) on srq's FP ONNX, calibrated on the same builtin:calib crops (32 x 64x64, seed 0).",
-        "srq: `srq calibrate --bits w8a8` (sorted, phase 1, default placement policy) + `srq export --target ort`.",
+        "srq: `srq calibrate --bits w8a8` (sorted, phase 1, default placement policy) + `srq export --target ort`;",
+        "srq W8A8 int: the same with the peer's coverage, every conv quantized (the script's `INT_FLAGS`; IMDN only).",
         "",
-        "| Model | FP | ORT quantize_static W8A8 | srq W8A8 | srq - peer |",
-        "|---|---|---|---|---|",
+        "| Model | FP | ORT quantize_static W8A8 | srq W8A8 | srq - peer | srq W8A8 int | int - peer |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p = r["psnr_y"]
-        lines.append(f"| {r['model']} | {p['fp']:.3f} | {p['ort_quantize_static_w8a8']:.3f} | {p['srq_w8a8']:.3f} | "
-                     f"{p['srq_w8a8'] - p['ort_quantize_static_w8a8']:+.3f} |")
+        peer = p["ort_quantize_static_w8a8"]
+        full = (f"{p['srq_w8a8_int']:.3f} | {p['srq_w8a8_int'] - peer:+.3f}" if "srq_w8a8_int" in p else "- | -")
+        lines.append(f"| {r['model']} | {p['fp']:.3f} | {peer:.3f} | {p['srq_w8a8']:.3f} | "
+                     f"{p['srq_w8a8'] - peer:+.3f} | {full} |")
     lines += ["", "File sizes (MB, 10^6 bytes):", "",
               "| Model | FP ONNX | ORT W8A8 | srq W8A8 (int8) | srq W4A4 (int8 container) | srq W4A4 (packed) |",
               "|---|---|---|---|---|---|"]
