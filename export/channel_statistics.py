@@ -33,6 +33,8 @@ def _chunk(n: int) -> int:
 
 
 class _Builder:
+    """Appends nodes to ``graph`` under one name prefix: ``b(op, inputs, dtype, **attrs)`` -> the output."""
+
     def __init__(self, graph: gs.Graph, name: str):
         self.graph, self.name, self.count = graph, name, 0
 
