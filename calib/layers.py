@@ -122,10 +122,8 @@ class WeightedQuantLayer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self._forward(x)
-        if self._requantized():  # the value is on the output grid: TableSigmoid may look it up
-            setattr(y, GRID_TAG, (self.output, y._version))  # an in-place op later bumps _version
-        return y
+        y = self._forward(x)  # on the output grid when requantized: TableSigmoid may look it up
+        return y if self.output is None else _on_grid(self.output, y)
 
     def _forward(self, x: Tensor) -> Tensor:
         w = self.weight_q(self.weight)
@@ -256,6 +254,13 @@ def tagged(x: Tensor, tag: str):
     return None if value is None or value[-1] != x._version else value[:-1]
 
 
+def _on_grid(output: FakeQuantizer, y: Tensor) -> Tensor:
+    """``y``, a value of ``output``'s grid, tagged with it (``GRID_TAG``) while ``output`` quantizes."""
+    if output.quantizing:
+        setattr(y, GRID_TAG, (output, y._version))  # an in-place op later bumps _version
+    return y
+
+
 class TableSigmoid(nn.Module):
     """``nn.Sigmoid`` that reads a requantized conv output through a table of its levels.
 
@@ -295,9 +300,7 @@ class TableSigmoid(nn.Module):
             if gate:
                 y = self.output(y)
             exact = exact + (y - y.detach())
-        if gate:
-            setattr(exact, GRID_TAG, (self.output, exact._version))
-        return exact
+        return _on_grid(self.output, exact) if gate else exact
 
 
 class QuantGate(nn.Module):
@@ -350,8 +353,7 @@ def _requantized(output: FakeQuantizer, y: Tensor, a: Tensor, b: Tensor, levels)
             exact = levels(torch.round(a / s_a), torch.round(b / s_b), s_a, zp_a, s_b, zp_b, s_y, zp_y,
                            output.fmt.qmin, output.fmt.qmax).mul_(s_y)
         yq = exact if not torch.is_grad_enabled() else exact + (yq - yq.detach())
-    setattr(yq, GRID_TAG, (output, yq._version))
-    return yq
+    return _on_grid(output, yq)
 
 
 class QuantResidual(nn.Module):
@@ -388,10 +390,7 @@ class QuantConcat(nn.Module):
         self.output = output
 
     def forward(self, *parts: Tensor) -> Tensor:
-        y = self.output(torch.cat(parts, dim=1))
-        if self.output.quantizing:
-            setattr(y, GRID_TAG, (self.output, y._version))
-        return y
+        return _on_grid(self.output, self.output(torch.cat(parts, dim=1)))
 
 
 def level_contrast(levels: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
@@ -428,17 +427,14 @@ class QuantActivation(nn.Module):
         self.output = output
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.output(self.act(x))
-        if self.output.quantizing:
-            setattr(y, GRID_TAG, (self.output, y._version))
-        return y
+        return _on_grid(self.output, self.output(self.act(x)))
 
 
 class GridContrast(nn.Module):
     """``srq.zoo.archs.common.ChannelContrast`` that sums integer levels when its input is on a grid.
 
     On a tensor tagged ``GRID_TAG`` (its quantizer quantizing; e.g. a ``QuantConcat`` output) the forward is
-    ``srq.calib.quantizer.level_contrast`` of its levels, which is what the exported engine computes from the
+    ``level_contrast`` of its levels, which is what the exported engine computes from the
     uint8 tensor (``srq.export.channel_statistics``), with the float statistics' gradient; any other input:
     the wrapped module (float64 statistics in a quantized model)."""
 

@@ -96,6 +96,9 @@ from srq.calib.sites import PlacementConfig, place_at
 from srq.errors import SrqError
 
 SCHEMA = "srq.recipe"
+# ops of the ``<path>.output`` sites that belong to no Conv / Linear layer (gates, residuals, products, concats,
+# activations): placed by module type, not as layers
+MODULE_OUTPUT_OPS = ("sigmoid", "add", "mul", "concat", "leaky_relu")
 SCHEMA_VERSION = 2
 _ARRAYS = ("lb", "ub", "scale", "zero_point", "beta")
 
@@ -308,8 +311,7 @@ def apply_recipe(model: torch.nn.Module, recipe: Recipe) -> dict[str, FakeQuanti
     the recipe was made for (call ``recipe.check_matches`` with its ``SRModel`` first).
     """
     # gates, residuals, products, concats and activations: by placement
-    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites
-                          if s.op not in ("sigmoid", "add", "mul", "concat", "leaky_relu")})
+    layer_paths = sorted({s.name.rsplit(".", 1)[0] for s in recipe.sites if s.op not in MODULE_OUTPUT_OPS})
     wanted = {s.name for s in recipe.sites}
     # a layer without an output site in the recipe gets none (e.g. the first conv under first_conv_bits)
     no_output = replace(recipe.placement, conv_output_bits=None)

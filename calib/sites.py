@@ -208,7 +208,7 @@ def _policy_layers(model: nn.Module, cfg: PlacementConfig, calls: list[_Call]) -
             raise SrqError("placement policy '2dquant' needs a SwinIR-style model (no window attention found)")
         mlps = [f"{p[: -len('attn')]}mlp.{fc}" for p in attn for fc in ("fc1", "fc2")]
         return attn, [p for p in mlps if isinstance(model.get_submodule(p), nn.Linear)], None
-    calls = [c for c in calls if not isinstance(c.module, (nn.Sigmoid, Residual, NearestUpsample, Gate, Concat))]
+    calls = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear, nn.PixelShuffle))]
     layers = [c for c in calls if isinstance(c.module, (nn.Conv2d, nn.Linear))]
     inside_attn = tuple(p + "." for p in attn)
     if not layers:

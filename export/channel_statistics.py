@@ -23,6 +23,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
 from srq.errors import SrqError
+from srq.export.qdq_nodes import producer, rewire
 
 _FLOAT32_EXACT_CHUNK = (2**24 - 1) // 255**2  # 258 levels of at most 255 squared sum exactly in float32
 
@@ -105,7 +106,7 @@ def contrast_from_levels(graph: gs.Graph, scopes: dict[str, list[gs.Node]], path
             raise SrqError(f"channel contrast {path}: expected one input and one output in the ONNX graph, found "
                            f"{len(inputs)} and {len(outputs)}")
         (x,), (old,) = inputs.values(), outputs
-        dq = x.inputs[0] if len(x.inputs) == 1 and x.inputs[0].op == "DequantizeLinear" else None
+        dq = producer(x, "DequantizeLinear")
         if dq is None:
             continue
         scale, zero = _scalar(dq.inputs[1]), dq.inputs[2] if len(dq.inputs) > 2 else None
@@ -115,8 +116,7 @@ def contrast_from_levels(graph: gs.Graph, scopes: dict[str, list[gs.Node]], path
             raise SrqError(f"channel contrast {path}: the input {x.name} has no static (N, C, H, W) shape")
         new = _contrast_of_levels(_Builder(graph, f"{path}.levels"), dq.inputs[0], scale, int(_scalar(zero)),
                                   list(x.shape))
-        for consumer in list(old.outputs):
-            consumer.inputs[consumer.inputs.index(old)] = new
+        rewire(list(old.outputs), old, new)
         replaced += 1
     if replaced:
         graph.cleanup()

@@ -90,7 +90,7 @@ import torch
 
 import srq
 from srq.calib.quantizer import QuantFormat, integer_conv_with_float_output, level_table, table_levels
-from srq.calib.recipe import Recipe, SiteParams
+from srq.calib.recipe import MODULE_OUTPUT_OPS, Recipe, SiteParams
 from srq.errors import SrqError
 from srq.export.channel_statistics import contrast_from_levels
 from srq.export.fp_onnx import export_fp_onnx
@@ -109,6 +109,8 @@ Target = Literal["ort", "trt"]
 WeightStorage = Literal["int8", "packed"]
 INPUT_ROLES = {"input_q": 0, "input_a": 0, "input_b": 1}
 OUTPUT_ROLES = ("output",)
+# site op -> the ONNX op whose output it requantizes (ORT only: asymmetric grids); sigmoid gates: _put_gates
+ORT_OUTPUT_NODES = {"add": "Add", "mul": "Mul", "concat": "Concat", "leaky_relu": "LeakyRelu"}
 PACKED_OPSET = 21
 
 
@@ -430,7 +432,7 @@ def _group_sites(recipe: Recipe) -> dict[str, dict[str, SiteParams]]:
     layers: dict[str, dict[str, SiteParams]] = {}
     known = set(INPUT_ROLES) | set(OUTPUT_ROLES) | {"weight_q"}
     for s in recipe.sites:
-        if s.op in ("sigmoid", "add", "mul", "concat", "leaky_relu"):
+        if s.op in MODULE_OUTPUT_OPS:
             continue
         path, _, role = s.name.rpartition(".")
         if role not in known:
@@ -477,7 +479,7 @@ def _put_sum_and_product_sites(graph: gs.Graph, recipe: Recipe) -> None:
     path>.output``, op ``"concat"``) and requantized ``LeakyRelu`` (``<act path>.output``, op ``"leaky_relu"``), in
     front of all its readers: where the inputs are DQs too, ONNX Runtime runs ``QLinearAdd`` / ``QLinearMul`` /
     ``QLinearConcat`` (float parts of a Concat: ``requantize_concat_inputs``) / ``QLinearLeakyRelu``."""
-    for op, node_op in (("add", "Add"), ("mul", "Mul"), ("concat", "Concat"), ("leaky_relu", "LeakyRelu")):
+    for op, node_op in ORT_OUTPUT_NODES.items():
         nodes = {_scope(n.name): n for n in graph.nodes if n.op == node_op}
         sites = [s for s in recipe.sites if s.op == op]
         missing = sorted(s.name for s in sites if s.name.rpartition(".")[0] not in nodes)
@@ -521,13 +523,12 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
         raise SrqError(f"{model.source}: tile {tile_hw[0]}x{tile_hw[1]} is not a multiple of {m} "
                        f"(the {model.arch} size multiple)")
     recipe.check_matches(model)
-    ort_only = sorted(s.name for s in recipe.sites if s.op in ("add", "mul", "concat", "leaky_relu"))
+    ort_only = sorted(s.name for s in recipe.sites if s.op in ORT_OUTPUT_NODES)
     if target == "trt" and ort_only:
         raise SrqError(f"recipe sites {', '.join(ort_only[:3])}{' ...' if len(ort_only) > 3 else ''} requantize "
                        f"residual sums / gate products / concats / activations on asymmetric grids for ONNX Runtime "
                        f"(--integer-residuals, integer gates, --integer-concats, --integer-activations); for TensorRT "
-                       f"calibrate with "
-                       f"--symmetric")
+                       f"calibrate with --symmetric")
     layers = _group_sites(recipe)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -553,8 +554,8 @@ def export_quantized(model: SRModel, recipe: Recipe, target: Target, tile_hw: tu
             float64_to_float32(graph)
         _put_gates(graph, recipe, target)
         _put_sum_and_product_sites(graph, recipe)
-        split_levels(graph)
         if target == "ort":
+            split_levels(graph)
             contrast_from_levels(graph, found.scopes, [p for p, m in model.module.named_modules()
                                                        if isinstance(m, ChannelContrast)])
             requantize_concat_inputs(graph)

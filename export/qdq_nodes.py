@@ -338,7 +338,7 @@ def sigmoid_as_gate(graph: gs.Graph, sigmoid: gs.Node, out_scale: float, out_zer
     return "gather"
 
 
-def _producer(t: gs.Tensor, op: str) -> gs.Node | None:
+def producer(t: gs.Tensor, op: str) -> gs.Node | None:
     """The node that makes ``t`` when it is an ``op`` node, else None."""
     return t.inputs[0] if len(t.inputs) == 1 and t.inputs[0].op == op else None
 
@@ -375,7 +375,7 @@ def requantize_concat_inputs(graph: gs.Graph) -> int:
         if grid is None:
             continue
         for i, part in enumerate(concat.inputs):
-            if _producer(part, "DequantizeLinear") is None:
+            if producer(part, "DequantizeLinear") is None:
                 quantize_activation_input(graph, concat, i, grid, f"{concat.name}_in{i}")
         changed += 1
     return changed
@@ -414,7 +414,7 @@ def merge_twin_quantizers(graph: gs.Graph) -> int:
         if first is node:
             continue
         for old, new in zip(node.outputs, first.outputs):
-            _rewire(list(old.outputs), old, new)
+            rewire(list(old.outputs), old, new)
         node.outputs.clear()
         merged += 1
     return merged
@@ -440,7 +440,7 @@ def split_levels(graph: gs.Graph) -> int:
     """
     changed = 0
     for split in [n for n in graph.nodes if n.op == "Split"]:
-        dq = _producer(split.inputs[0], "DequantizeLinear")
+        dq = producer(split.inputs[0], "DequantizeLinear")
         if dq is None or np.asarray(dq.inputs[1].values).size != 1 or dq.attrs.get("axis") is not None:
             continue
         split.inputs[0] = dq.inputs[0]
@@ -457,7 +457,7 @@ def _clip_of(t: gs.Tensor) -> gs.Node | None:
     """The integer ``Clip`` that made the levels ``t``, directly or through ``Split`` nodes; else None."""
     while len(t.inputs) == 1 and t.inputs[0].op == "Split":
         t = t.inputs[0].inputs[0]
-    return _producer(t, "Clip")
+    return producer(t, "Clip")
 
 
 def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
@@ -472,7 +472,7 @@ def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
     """
     skipped = 0
     for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
-        dq = _producer(q.inputs[0], "DequantizeLinear")
+        dq = producer(q.inputs[0], "DequantizeLinear")
         if (dq is None or dq.attrs.get("axis") != q.attrs.get("axis")
                 or not _same_constants(dq.inputs[1:3], q.inputs[1:3]) or q.outputs[0] in graph.outputs
                 or np.asarray(q.inputs[1].values).size != 1):
@@ -483,7 +483,7 @@ def skip_requantization_on_same_grid(graph: gs.Graph) -> int:
             if clip is None or before is None or not _same_constants(clip.inputs[1:3], before.inputs[1:3]):
                 continue
             out = clip.outputs[0]
-        _rewire(list(out.outputs), out, dq.inputs[0])
+        rewire(list(out.outputs), out, dq.inputs[0])
         q.outputs.clear()
         skipped += 1
     return skipped
@@ -498,7 +498,7 @@ def _clip_after(q: gs.Node) -> gs.Node | None:
 def _fusable_binary(node: gs.Node | None) -> bool:
     """An Add / Mul of two DQ outputs (ORT fuses it with a Q after it into QLinearAdd / QLinearMul)."""
     return (node is not None and node.op in ("Add", "Mul")
-            and all(_producer(t, "DequantizeLinear") is not None for t in node.inputs))
+            and all(producer(t, "DequantizeLinear") is not None for t in node.inputs))
 
 
 def quantize_before_nearest_resize(graph: gs.Graph) -> int:
@@ -516,7 +516,7 @@ def quantize_before_nearest_resize(graph: gs.Graph) -> int:
     changed = 0
     for resize in [n for n in graph.nodes if n.op == "Resize" and n.attrs.get("mode") == "nearest"]:
         grid, x = _sole_reader_grid(graph, resize), resize.inputs[0]
-        if (grid is None or _producer(x, "DequantizeLinear") is not None
+        if (grid is None or producer(x, "DequantizeLinear") is not None
                 or _fusable_binary(x.inputs[0] if x.inputs else None)
                 or _narrowed(resize.outputs[0].outputs[0])):
             continue
@@ -525,7 +525,7 @@ def quantize_before_nearest_resize(graph: gs.Graph) -> int:
     return changed
 
 
-def _rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:
+def rewire(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:
     """Make ``consumers`` read ``new`` wherever they read ``old`` (graphsurgeon lists take no slices)."""
     for node in consumers:
         for i, t in enumerate(node.inputs):
@@ -540,7 +540,7 @@ def add_output_constant(graph: gs.Graph, producer: gs.Node, addend: np.ndarray, 
     """
     out = producer.outputs[0]
     summed = gs.Variable(f"{name}_sum", dtype=out.dtype, shape=out.shape)
-    _rewire(list(out.outputs), out, summed)
+    rewire(list(out.outputs), out, summed)
     if out in graph.outputs:
         graph.outputs[graph.outputs.index(out)] = summed
     graph.nodes.append(gs.Node("Add", f"{name}_Add", inputs=[
@@ -609,7 +609,7 @@ def add_matmul_shift_terms(graph: gs.Graph, matmul: gs.Node, beta_a: float | Non
         nxt = gs.Variable(f"{name}_sum{i}", dtype=np.float32, shape=out.shape)
         graph.nodes.append(gs.Node("Add", f"{name}_Add{i}", inputs=[total, t], outputs=[nxt]))
         total = nxt
-    _rewire(consumers, out, total)
+    rewire(consumers, out, total)
     if out in graph.outputs:
         graph.outputs[graph.outputs.index(out)] = total
     return total
@@ -629,7 +629,7 @@ def quantize_activation_output(graph: gs.Graph, producer: gs.Node, grid: IntGrid
     out = producer.outputs[0]
     consumers = list(out.outputs)
     y = _qdq_chain(graph, out, grid, name)
-    _rewire(consumers, out, y)
+    rewire(consumers, out, y)
     if out in graph.outputs:
         graph.outputs[graph.outputs.index(out)] = y
         out.name, y.name = y.name, out.name
